@@ -1,0 +1,117 @@
+"""Wire form of market-data events on the bus and in the cache (orjson).
+
+Compact JSON objects with short keys: cheap to encode on the hot path, still
+readable with ``redis-cli`` or a Kafka console consumer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from cryptodesk.domain.market import Candle, OrderBook, Ticker, Trade
+
+
+def encode_trade(t: Trade) -> bytes:
+    return orjson.dumps(
+        {
+            "e": t.exchange,
+            "s": t.symbol,
+            "i": t.id,
+            "t": t.ts,
+            "p": t.price,
+            "a": t.amount,
+            "d": t.side,
+        }
+    )
+
+
+def decode_trade(raw: bytes) -> Trade:
+    d = orjson.loads(raw)
+    return Trade(d["e"], d["s"], d["i"], d["t"], d["p"], d["a"], d["d"])
+
+
+def candle_to_dict(c: Candle) -> dict[str, Any]:
+    return {
+        "e": c.exchange,
+        "s": c.symbol,
+        "iv": c.interval,
+        "t": c.open_time,
+        "o": c.open,
+        "h": c.high,
+        "l": c.low,
+        "c": c.close,
+        "v": c.volume,
+        "qv": c.quote_volume,
+        "n": c.trades,
+        "x": c.closed,
+    }
+
+
+def candle_from_dict(d: dict[str, Any]) -> Candle:
+    return Candle(
+        d["e"],
+        d["s"],
+        d["iv"],
+        d["t"],
+        d["o"],
+        d["h"],
+        d["l"],
+        d["c"],
+        d["v"],
+        d["qv"],
+        d["n"],
+        d["x"],
+    )
+
+
+def encode_candle(c: Candle) -> bytes:
+    return orjson.dumps(candle_to_dict(c))
+
+
+def decode_candle(raw: bytes) -> Candle:
+    return candle_from_dict(orjson.loads(raw))
+
+
+def encode_book(b: OrderBook) -> bytes:
+    return orjson.dumps(
+        {"e": b.exchange, "s": b.symbol, "t": b.ts, "b": b.bids, "a": b.asks, "q": b.sequence}
+    )
+
+
+def decode_book(raw: bytes) -> OrderBook:
+    d = orjson.loads(raw)
+    return OrderBook(
+        d["e"],
+        d["s"],
+        d["t"],
+        tuple((p, a) for p, a in d["b"]),
+        tuple((p, a) for p, a in d["a"]),
+        d["q"],
+    )
+
+
+def encode_ticker(t: Ticker) -> bytes:
+    return orjson.dumps(
+        {
+            "e": t.exchange,
+            "s": t.symbol,
+            "t": t.ts,
+            "l": t.last,
+            "b": t.bid,
+            "a": t.ask,
+            "o": t.open_24h,
+            "h": t.high_24h,
+            "lo": t.low_24h,
+            "v": t.volume_24h,
+            "qv": t.quote_volume_24h,
+        }
+    )
+
+
+def decode_ticker(raw: bytes) -> Ticker:
+    d = orjson.loads(raw)
+    return Ticker(
+        d["e"], d["s"], d["t"], d["l"], d["b"], d["a"], d["o"], d["h"], d["lo"], d["v"], d["qv"]
+    )
