@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from cryptodesk.domain.market import Candle, OrderBook, Ticker, Trade
+from cryptodesk.domain.market import Candle, Market, OrderBook, Ticker, Trade
 
 
 def encode_trade(t: Trade) -> bytes:
@@ -115,3 +115,25 @@ def decode_ticker(raw: bytes) -> Ticker:
     return Ticker(
         d["e"], d["s"], d["t"], d["l"], d["b"], d["a"], d["o"], d["h"], d["lo"], d["v"], d["qv"]
     )
+
+
+def market_to_dict(m: Market) -> dict[str, Any]:
+    return {
+        "exchange": m.exchange,
+        "symbol": m.symbol,
+        "base": m.base,
+        "quote": m.quote,
+        "price_increment": m.price_increment,
+        "amount_increment": m.amount_increment,
+        "min_amount": m.min_amount,
+        "min_notional": m.min_notional,
+        "active": m.active,
+    }
+
+
+def encode_markets(markets: list[Market]) -> bytes:
+    return orjson.dumps([market_to_dict(m) for m in markets])
+
+
+def decode_markets(raw: bytes) -> list[Market]:
+    return [Market(**d) for d in orjson.loads(raw)]

@@ -1,0 +1,186 @@
+"""The one Settings object. Environment variables ``CRYPTODESK_*`` override
+``cryptodesk.toml`` (or the file named by ``CRYPTODESK_CONFIG``), which overrides
+the embedded defaults. Nothing else in the project reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from cryptodesk.domain.errors import DomainError
+from cryptodesk.domain.interval import parse_intervals
+from cryptodesk.domain.symbol import Symbol
+
+ENV_PREFIX = "CRYPTODESK_"
+_EXCHANGE_ID = re.compile(r"^[a-z][a-z0-9_]{1,31}$")
+_URL_SCHEMES = {
+    "database_url": ("sqlite+aiosqlite", "postgresql+asyncpg"),
+    "cache_url": ("memory", "redis", "rediss"),
+    "bus_url": ("memory", "redis", "rediss", "kafka"),
+}
+CommaList = Annotated[list[str], NoDecode]
+
+
+def _split(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Effective configuration; see docs/configuration.md for every field."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        validate_default=True,
+        frozen=True,
+    )
+
+    data_dir: Path = Field(Path("./.cryptodesk"), description="Where embedded state lives.")
+    database_url: str = Field(
+        "", description="SQLAlchemy async URL; empty means SQLite in DATA_DIR."
+    )
+    cache_url: str = Field("memory://", description="memory:// or redis://host:port/db")
+    bus_url: str = Field("memory://", description="memory://, redis://... or kafka://h1:9092,...")
+    exchanges: CommaList = Field(["sim"], description="Exchange ids: sim or ccxt ids.")
+    symbols: CommaList = Field(["BTC/USDT", "ETH/USDT", "SOL/USDT"], description="BASE/QUOTE")
+    intervals: CommaList = Field(["1m", "5m", "15m", "1h", "4h", "1d"], description="Candles")
+    sim_speed: float = Field(1.0, gt=0, description="Simulated seconds per real second.")
+    sim_seed: int = Field(42, ge=0, description="Seed of the simulated exchange.")
+    sim_book_interval_ms: int = Field(1000, ge=10, description="Sim time between book snapshots.")
+    candle_grace_ms: int = Field(
+        2000, ge=0, le=600_000, description="Event-time wait after an interval before it closes."
+    )
+    ingest_batch_size: int = Field(2000, ge=1, le=100_000, description="Events per db batch.")
+    cache_recent_candles: int = Field(
+        1000, ge=0, le=100_000, description="Finalized candles per series kept in the cache."
+    )
+    host: str = Field("127.0.0.1", description="API bind address.")
+    port: int = Field(8000, ge=0, le=65535, description="API port (0 picks a free one).")
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="auto = console on a TTY, JSON otherwise."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    shutdown_timeout: float = Field(10.0, gt=0, le=300, description="Seconds to flush on stop.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = Path(os.environ.get(f"{ENV_PREFIX}CONFIG", "cryptodesk.toml"))
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=toml_path)
+        return (init_settings, env_settings, toml)
+
+    @field_validator("exchanges", mode="before")
+    @classmethod
+    def _exchanges(cls, value: Any) -> Any:
+        value = _split(value)
+        for item in value:
+            if not _EXCHANGE_ID.match(item):
+                raise ValueError(
+                    f"{item!r} is not an exchange id (lower case, like sim or binance)"
+                )
+        if not value:
+            raise ValueError("at least one exchange is required")
+        return value
+
+    @field_validator("symbols", mode="before")
+    @classmethod
+    def _symbols(cls, value: Any) -> Any:
+        try:
+            symbols = [str(Symbol.parse(item)) for item in _split(value)]
+        except DomainError as exc:
+            raise ValueError(str(exc)) from None
+        if not symbols:
+            raise ValueError("at least one symbol is required")
+        if len(set(symbols)) != len(symbols):
+            raise ValueError("duplicate symbol")
+        return symbols
+
+    @field_validator("intervals", mode="before")
+    @classmethod
+    def _intervals(cls, value: Any) -> Any:
+        items = _split(value)
+        try:
+            return [i.name for i in parse_intervals(",".join(items))]
+        except DomainError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("database_url", "cache_url", "bus_url")
+    @classmethod
+    def _url_scheme(cls, value: str, info: Any) -> str:
+        if info.field_name == "database_url" and value == "":
+            return value
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        allowed = _URL_SCHEMES[info.field_name]
+        if scheme not in allowed:
+            raise ValueError(f"scheme must be one of {', '.join(s + '://' for s in allowed)}")
+        return value
+
+    @model_validator(mode="after")
+    def _default_database(self) -> Settings:
+        if not self.database_url:
+            url = f"sqlite+aiosqlite:///{self.data_dir / 'cryptodesk.db'}"
+            object.__setattr__(self, "database_url", url)
+        return self
+
+    @property
+    def is_embedded_db(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def masked(self) -> dict[str, Any]:
+        """Effective settings for display, with passwords in URLs replaced by ***."""
+        out: dict[str, Any] = {}
+        for name, value in self.model_dump().items():
+            if isinstance(value, str) and "://" in value:
+                value = mask_url(value)
+            elif isinstance(value, Path):
+                value = str(value)
+            out[name] = value
+        return out
+
+
+def mask_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+class SettingsError(Exception):
+    """Raised with one human line naming the bad setting."""
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build Settings or raise SettingsError with one line naming the setting."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = err["loc"][0] if err["loc"] else "settings"
+        name = f"{ENV_PREFIX}{str(loc).upper()}"
+        msg = err["msg"].removeprefix("Value error, ")
+        raise SettingsError(f"invalid setting {name}: {msg}") from None
+    except (OSError, ValueError) as exc:  # unreadable or malformed cryptodesk.toml
+        raise SettingsError(f"cannot read configuration: {exc}") from None
