@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the test suite needs when they are missing.
+# Each line: a command to look for, then the package that provides it.
+set -euo pipefail
+needed=(
+  # "redis-server redis-server"   (the production-infrastructure suite adds its servers here)
+)
+missing=()
+for entry in "${needed[@]}"; do
+  cmd=${entry%% *}; pkg=${entry#* }
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "installing system packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi

@@ -1,0 +1,279 @@
+"""The composition root: Settings -> adapters -> services -> roles.
+
+Only this module knows which adapter is plugged in. ``serve`` runs the chosen
+roles in one process: ``ingest`` (sources -> bus), ``compute`` (bus -> candles
+-> db + cache), ``api`` (HTTP). SIGINT/SIGTERM stop the sources first, let the
+consumers drain what is already on the bus, then stop the API and close the
+adapters, so nothing in flight is lost on a clean stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import signal
+import socket
+from collections.abc import Generator, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+import uvicorn
+
+from cryptodesk import __version__
+from cryptodesk.adapters.bus.base import Bus
+from cryptodesk.adapters.bus.memory import MemoryBus
+from cryptodesk.adapters.cache.base import Cache
+from cryptodesk.adapters.cache.memory import MemoryCache
+from cryptodesk.adapters.db import migrate
+from cryptodesk.adapters.db.base import MarketStore
+from cryptodesk.adapters.db.engine import StorageError, create_engine
+from cryptodesk.adapters.db.sql_store import SqlMarketStore
+from cryptodesk.adapters.exchanges.base import MarketDataSource
+from cryptodesk.adapters.exchanges.simulator import SimulatedExchange
+from cryptodesk.api.app import create_app
+from cryptodesk.config import Settings
+from cryptodesk.domain.interval import Interval
+from cryptodesk.domain.timeutil import now_ms
+from cryptodesk.observability.health import HealthRegistry
+from cryptodesk.observability.metrics import Metrics
+from cryptodesk.services.book_service import BookService
+from cryptodesk.services.candle_service import CandleService
+from cryptodesk.services.ingest import MarketIngest
+from cryptodesk.services.market_queries import MarketQueries
+
+log = structlog.get_logger(__name__)
+ROLES = ("api", "ingest", "compute")
+# The embedded bus keeps at most this many messages per topic nobody consumes.
+MEMORY_BUS_RETENTION = 100_000
+
+
+class StartupError(Exception):
+    """A start-up problem the user must fix; printed as one line, exit code 2."""
+
+
+def parse_roles(text: str) -> frozenset[str]:
+    if text.strip() == "all":
+        return frozenset(ROLES)
+    roles = frozenset(part.strip() for part in text.split(",") if part.strip())
+    unknown = roles - set(ROLES)
+    if unknown or not roles:
+        raise StartupError(
+            f"unknown role(s) {', '.join(sorted(unknown)) or '(none)'}; "
+            f"choose from all, {', '.join(ROLES)}"
+        )
+    return roles
+
+
+def make_cache(settings: Settings) -> Cache:
+    if settings.cache_url.startswith("memory://"):
+        return MemoryCache()
+    raise StartupError(
+        f"CRYPTODESK_CACHE_URL: {settings.cache_url.split('://')[0]}:// is not supported yet; "
+        "use memory://"
+    )
+
+
+def make_bus(settings: Settings) -> Bus:
+    if settings.bus_url.startswith("memory://"):
+        return MemoryBus(max_retained=MEMORY_BUS_RETENTION)
+    raise StartupError(
+        f"CRYPTODESK_BUS_URL: {settings.bus_url.split('://')[0]}:// is not supported yet; "
+        "use memory://"
+    )
+
+
+def make_source(exchange: str, settings: Settings, *, start_ms: int) -> MarketDataSource:
+    if exchange == "sim":
+        return SimulatedExchange(
+            settings.symbols,
+            seed=settings.sim_seed,
+            speed=settings.sim_speed,
+            start_ms=start_ms,
+            book_interval_ms=settings.sim_book_interval_ms,
+        )
+    raise StartupError(f"CRYPTODESK_EXCHANGES: exchange {exchange!r} is not supported yet; use sim")
+
+
+def check_data_dir(settings: Settings) -> None:
+    """Create DATA_DIR and prove it is writable, or fail with one clear line."""
+    path = Path(settings.data_dir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-probe"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise StartupError(
+            f"CRYPTODESK_DATA_DIR {str(path)!r} is not a writable directory: {exc.strerror or exc}"
+        ) from None
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise StartupError(f"port {port} on {host} is already in use") from None
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+async def open_store(settings: Settings, *, migrate_first: bool) -> MarketStore:
+    try:
+        if migrate_first:
+            await asyncio.to_thread(migrate.upgrade, settings.database_url)
+        store = SqlMarketStore(create_engine(settings.database_url))
+        await store.ping()
+    except StorageError as exc:
+        raise StartupError(str(exc)) from None
+    return store
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the runtime owns shutdown."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    roles: frozenset[str]
+    metrics: Metrics = field(default_factory=Metrics)
+    stop_sources: asyncio.Event = field(default_factory=asyncio.Event)
+    stop_consumers: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def serve(self, sock: socket.socket | None) -> int:
+        """Run until a signal or a fatal error; return the process exit code."""
+        s = self.settings
+        health = HealthRegistry(self.metrics)
+        if s.is_embedded_db:
+            check_data_dir(s)
+        store = await open_store(s, migrate_first=s.is_embedded_db)
+        cache = make_cache(s)
+        bus = make_bus(s)
+        await bus.start()
+        health.register("database", store.ping)
+        health.register("cache", cache.ping)
+        health.register("bus", bus.ping)
+        intervals = [Interval.parse(i) for i in s.intervals]
+
+        tasks: dict[str, asyncio.Task[None]] = {}
+        ingests: list[MarketIngest] = []
+        server: _Server | None = None
+        exit_code = 0
+        try:
+            if "compute" in self.roles:
+                candles = CandleService(
+                    bus, store, cache, self.metrics, health,
+                    exchanges=s.exchanges, symbols=s.symbols, intervals=intervals,
+                    grace_ms=s.candle_grace_ms, batch_size=s.ingest_batch_size,
+                    recent_candles=s.cache_recent_candles,
+                )  # fmt: skip
+                await candles.recover()
+                tasks["compute"] = asyncio.create_task(candles.run(self.stop_consumers))
+                books = BookService(bus, cache, self.metrics)
+                tasks["books"] = asyncio.create_task(books.run(self.stop_consumers))
+            if "ingest" in self.roles:
+                for exchange in s.exchanges:
+                    last = await store.last_trade_ts(exchange)
+                    # Resume the simulated timeline where the stored one ends.
+                    start = max(now_ms(), (last or 0) + 1)
+                    source = make_source(exchange, s, start_ms=start)
+                    ingest = MarketIngest(source, bus, cache, self.metrics, symbols=s.symbols)
+                    ingests.append(ingest)
+                    tasks[f"ingest:{exchange}"] = asyncio.create_task(ingest.run())
+            if "api" in self.roles and sock is not None:
+                queries = MarketQueries(
+                    cache, store, self.metrics,
+                    exchanges=s.exchanges, symbols=s.symbols, intervals=s.intervals,
+                    cache_recent_candles=s.cache_recent_candles,
+                )  # fmt: skip
+                app = create_app(queries, self.metrics, health, version=__version__)
+                config = uvicorn.Config(
+                    app,
+                    log_config=None,
+                    access_log=False,
+                    lifespan="off",
+                    timeout_graceful_shutdown=5,
+                )
+                server = _Server(config)
+                tasks["api"] = asyncio.create_task(server.serve(sockets=[sock]))
+                host, port = sock.getsockname()[:2]
+                log.info("serving", url=f"http://{host}:{port}", docs=f"http://{host}:{port}/docs")
+            exit_code = await self._wait(tasks)
+        finally:
+            await self._shutdown(tasks, ingests, server)
+            await bus.close()
+            await cache.close()
+            await store.close()
+        return exit_code
+
+    async def _wait(self, tasks: dict[str, asyncio.Task[None]]) -> int:
+        stopper = asyncio.create_task(self.stop_sources.wait())
+        done, _ = await asyncio.wait(
+            [stopper, *tasks.values()], return_when=asyncio.FIRST_COMPLETED
+        )
+        stopper.cancel()
+        for name, task in tasks.items():
+            if task in done and not task.cancelled() and task.exception() is not None:
+                log.error("component failed", component=name, error=repr(task.exception()))
+                return 1
+        return 0
+
+    async def _shutdown(
+        self,
+        tasks: dict[str, asyncio.Task[None]],
+        ingests: Iterable[MarketIngest],
+        server: _Server | None,
+    ) -> None:
+        timeout = self.settings.shutdown_timeout
+        log.info("shutting down")
+        for ingest in ingests:
+            await ingest.close()
+        await _settle([t for n, t in tasks.items() if n.startswith("ingest:")], timeout)
+        self.stop_consumers.set()
+        await _settle([t for n, t in tasks.items() if n in ("compute", "books")], timeout)
+        if server is not None:
+            server.should_exit = True
+            await _settle([tasks["api"]], timeout)
+        log.info("stopped")
+
+    def request_stop(self) -> None:
+        self.stop_sources.set()
+
+
+async def _settle(tasks: list[asyncio.Task[None]], timeout: float) -> None:
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=timeout)
+    for task in pending:
+        log.warning("component did not stop in time, cancelling", task=task.get_name())
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def serve(settings: Settings, roles: frozenset[str]) -> int:
+    """Entry point of ``cryptodesk serve``; raises StartupError for user mistakes."""
+    sock = bind_socket(settings.host, settings.port) if "api" in roles else None
+    runtime = Runtime(settings, roles)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, runtime.request_stop)
+    try:
+        return await runtime.serve(sock)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        if sock is not None:
+            sock.close()

@@ -1,0 +1,101 @@
+import pytest
+
+from cryptodesk.config import Settings, SettingsError, load_settings, mask_url
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch, tmp_path):
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("CRYPTODESK_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+
+
+def test_embedded_defaults():
+    s = load_settings()
+    assert str(s.data_dir) == ".cryptodesk"
+    assert s.database_url == "sqlite+aiosqlite:///.cryptodesk/cryptodesk.db"
+    assert s.is_embedded_db
+    assert s.cache_url == "memory://"
+    assert s.bus_url == "memory://"
+    assert s.exchanges == ["sim"]
+    assert s.symbols == ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
+    assert s.intervals == ["1m", "5m", "15m", "1h", "4h", "1d"]
+    assert s.sim_speed == 1.0
+    assert (s.host, s.port) == ("127.0.0.1", 8000)
+    assert s.log_format == "auto"
+
+
+def test_environment_overrides(monkeypatch):
+    monkeypatch.setenv("CRYPTODESK_SYMBOLS", "btc/usdt, eth-usdt")
+    monkeypatch.setenv("CRYPTODESK_INTERVALS", "1h,1m")
+    monkeypatch.setenv("CRYPTODESK_DATA_DIR", "/tmp/x")
+    monkeypatch.setenv("CRYPTODESK_SIM_SPEED", "60")
+    s = load_settings()
+    assert s.symbols == ["BTC/USDT", "ETH/USDT"]
+    assert s.intervals == ["1m", "1h"]
+    assert s.database_url == "sqlite+aiosqlite:////tmp/x/cryptodesk.db"
+    assert s.sim_speed == 60
+
+
+def test_toml_file_is_read_and_env_wins(monkeypatch, tmp_path):
+    (tmp_path / "cryptodesk.toml").write_text('port = 9001\nsymbols = ["SOL/USDT"]\n')
+    assert load_settings().port == 9001
+    assert load_settings().symbols == ["SOL/USDT"]
+    monkeypatch.setenv("CRYPTODESK_PORT", "9002")
+    assert load_settings().port == 9002
+    other = tmp_path / "other.toml"
+    other.write_text("sim_seed = 7\n")
+    monkeypatch.setenv("CRYPTODESK_CONFIG", str(other))
+    assert load_settings().sim_seed == 7
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "fragment"),
+    [
+        ("PORT", "abc", "CRYPTODESK_PORT"),
+        ("PORT", "70000", "CRYPTODESK_PORT"),
+        ("SIM_SPEED", "0", "CRYPTODESK_SIM_SPEED"),
+        ("SYMBOLS", "BTCUSDT", "CRYPTODESK_SYMBOLS: symbol 'BTCUSDT'"),
+        ("SYMBOLS", "BTC/USDT,btc/usdt", "duplicate symbol"),
+        ("INTERVALS", "1m,7m", "CRYPTODESK_INTERVALS: unknown interval '7m'"),
+        ("EXCHANGES", "Bin ance", "CRYPTODESK_EXCHANGES"),
+        ("EXCHANGES", "", "CRYPTODESK_EXCHANGES"),
+        ("CACHE_URL", "memcached://x", "CRYPTODESK_CACHE_URL: scheme must be one of"),
+        ("BUS_URL", "nats://x", "CRYPTODESK_BUS_URL"),
+        ("DATABASE_URL", "mysql://x", "CRYPTODESK_DATABASE_URL"),
+        ("LOG_FORMAT", "xml", "CRYPTODESK_LOG_FORMAT"),
+    ],
+)
+def test_invalid_values_name_the_setting(monkeypatch, name, value, fragment):
+    monkeypatch.setenv(f"CRYPTODESK_{name}", value)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    message = str(info.value)
+    assert fragment in message
+    assert "\n" not in message
+
+
+def test_malformed_toml_is_one_line(tmp_path):
+    (tmp_path / "cryptodesk.toml").write_text("port = = 1\n")
+    with pytest.raises(SettingsError, match="cannot read configuration"):
+        load_settings()
+
+
+def test_unknown_toml_key_is_rejected(tmp_path):
+    (tmp_path / "cryptodesk.toml").write_text("prot = 1\n")
+    with pytest.raises(SettingsError, match="CRYPTODESK_PROT"):
+        load_settings()
+
+
+def test_masking_hides_passwords_only():
+    assert mask_url("postgresql+asyncpg://app:s3cret@db:5432/x") == (
+        "postgresql+asyncpg://app:***@db:5432/x"
+    )
+    assert mask_url("redis://cache:6379/0") == "redis://cache:6379/0"
+    s = Settings(database_url="postgresql+asyncpg://app:s3cret@db/x", cache_url="redis://:pw@c/0")
+    shown = s.masked()
+    assert "s3cret" not in str(shown)
+    assert shown["cache_url"] == "redis://:***@c/0"
