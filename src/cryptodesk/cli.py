@@ -7,7 +7,6 @@ line to stderr and exit with code 2, as usage errors do.
 from __future__ import annotations
 
 import asyncio
-import sys
 from typing import Annotated, NoReturn
 
 import orjson
@@ -110,4 +109,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

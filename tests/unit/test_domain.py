@@ -149,3 +149,9 @@ def test_codec_round_trips():
 def test_codec_rejects_invalid_payload():
     with pytest.raises(DomainError):
         codec.decode_trade(b'{"e":"sim","s":"BTC/USDT","i":"1","t":1,"p":-5,"a":1,"d":"buy"}')
+
+
+@pytest.mark.parametrize("junk", ["²", "１２３", "--5", "", "2024-13-01"])
+def test_parse_time_rejects_junk_with_domain_error(junk):
+    with pytest.raises(DomainError):
+        parse_time(junk)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime
 
@@ -10,6 +11,7 @@ from cryptodesk.domain.errors import DomainError
 # Exchanges started in 2009; anything before is a unit mistake (seconds vs ms).
 MIN_TS_MS = 1_230_768_000_000  # 2009-01-01
 MAX_TS_MS = 32_503_680_000_000  # 3000-01-01
+_EPOCH_MS = re.compile(r"^-?[0-9]+$")
 
 
 def now_ms() -> int:
@@ -25,7 +27,7 @@ def to_iso(ts_ms: int) -> str:
 def parse_time(text: str, *, field: str = "timestamp") -> int:
     """Accept epoch milliseconds or ISO 8601 (naive means UTC); return epoch ms."""
     raw = text.strip()
-    if raw.lstrip("-").isdigit():
+    if _EPOCH_MS.match(raw):
         value = int(raw)
     else:
         try:
