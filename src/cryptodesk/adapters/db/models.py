@@ -1,0 +1,85 @@
+"""Tables of the market-data store (SQLAlchemy Core).
+
+Both tables are keyed by their natural keys, so an at-least-once redelivery is
+absorbed by ``ON CONFLICT`` instead of application bookkeeping. Migrations are
+hand-written snapshots of these definitions; ``tests/unit/test_migrations.py``
+compares them so the two cannot drift.
+
+On SQLite both tables are ``WITHOUT ROWID``: the primary key is the table's own
+B-tree, so a candle range read is one clustered scan and a trade insert
+maintains one fewer B-tree than a rowid table plus a unique index would.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    Double,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+)
+
+# Deterministic constraint names: Alembic can only alter or drop what it can name,
+# and PostgreSQL and SQLite would otherwise invent different names.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+# Lengths are generous upper bounds (SQLite ignores them; PostgreSQL enforces them):
+# ccxt exchange ids are short, symbols like "1000SHIB/USDT:USDT" are longer,
+# and some venues use UUID or 64-hex trade ids.
+EXCHANGE_LEN = 32
+SYMBOL_LEN = 64
+TRADE_ID_LEN = 128
+INTERVAL_LEN = 8
+
+trades = Table(
+    "trades",
+    metadata,
+    Column("exchange", String(EXCHANGE_LEN), nullable=False),
+    Column("symbol", String(SYMBOL_LEN), nullable=False),
+    Column("trade_id", String(TRADE_ID_LEN), nullable=False),
+    Column("ts", BigInteger, nullable=False),  # epoch ms, UTC
+    Column("price", Double, nullable=False),
+    Column("amount", Double, nullable=False),
+    Column("side", String(4), nullable=False),
+    PrimaryKeyConstraint("exchange", "symbol", "trade_id"),
+    CheckConstraint("side IN ('buy', 'sell')", name="side"),
+    # Recovery replays one exchange from a time in (ts, trade_id) order; the key
+    # columns make that order total, so keyset pagination never skips a trade.
+    Index(None, "exchange", "ts", "trade_id", "symbol"),
+    # One market's trades over a time range (API, backfill checks).
+    Index(None, "exchange", "symbol", "ts", "trade_id"),
+    sqlite_with_rowid=False,
+)
+
+candles = Table(
+    "candles",
+    metadata,
+    Column("exchange", String(EXCHANGE_LEN), nullable=False),
+    Column("symbol", String(SYMBOL_LEN), nullable=False),
+    Column("interval", String(INTERVAL_LEN), nullable=False),
+    Column("open_time", BigInteger, nullable=False),  # epoch ms, start of the bucket
+    Column("open", Double, nullable=False),
+    Column("high", Double, nullable=False),
+    Column("low", Double, nullable=False),
+    Column("close", Double, nullable=False),
+    Column("volume", Double, nullable=False),  # base currency
+    Column("quote_volume", Double, nullable=False),  # quote currency
+    Column("trades", Integer, nullable=False),
+    # The key is also the read path: one series, a range of open_time, either order.
+    PrimaryKeyConstraint("exchange", "symbol", "interval", "open_time"),
+    sqlite_with_rowid=False,
+)
