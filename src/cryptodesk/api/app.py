@@ -1,0 +1,151 @@
+"""The FastAPI application: routers, problem+json errors, request metrics.
+
+``create_app`` is pure wiring: it receives services already built by
+``runtime.py`` and owns no state of its own, so tests build it around fakes.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import structlog
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from starlette.routing import BaseRoute, Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cryptodesk.api.problems import PROBLEM_MEDIA_TYPE, install_problem_handlers, internal_error
+from cryptodesk.api.routes.health import health_router
+from cryptodesk.api.routes.market import market_router
+from cryptodesk.observability.health import HealthRegistry
+from cryptodesk.observability.metrics import Metrics
+from cryptodesk.services.market_queries import MarketQueries
+
+log = structlog.get_logger(__name__)
+# One label for every path no route matches, so scanners cannot grow the
+# metric's cardinality without bound.
+UNMATCHED_ROUTE = "<unmatched>"
+
+
+def create_app(
+    queries: MarketQueries,
+    metrics: Metrics,
+    health: HealthRegistry,
+    *,
+    title: str = "cryptodesk",
+    version: str = "0.0.0",
+    readiness_timeout: float = 2.0,
+) -> FastAPI:
+    app = FastAPI(
+        title=title,
+        version=version,
+        description=(
+            "Crypto market data and analytics. Prices and amounts are decimal strings, "
+            "times ISO 8601 UTC; errors are RFC 9457 application/problem+json."
+        ),
+    )
+    app.include_router(health_router(health, metrics, check_timeout=readiness_timeout))
+    app.include_router(market_router(queries))
+    install_problem_handlers(app)
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics, routes=app.router.routes)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, corrected to what the API really answers.
+
+    FastAPI documents a 422 for every route with parameters and labels every
+    model ``application/json``; this API answers 400 problem+json instead.
+    """
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    doc = get_openapi(
+        title=app.title,
+        version=app.version,
+        description=app.description,
+        routes=app.routes,
+        tags=app.openapi_tags,
+    )
+    problem_ref = "#/components/schemas/Problem"
+    for path in doc.get("paths", {}).values():
+        for operation in path.values():
+            responses = operation.get("responses", {})
+            responses.pop("422", None)
+            for response in responses.values():
+                content = response.get("content", {})
+                body = content.get("application/json")
+                if body is not None and body.get("schema", {}).get("$ref") == problem_ref:
+                    content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")
+    schemas = doc.get("components", {}).get("schemas", {})
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
+    app.openapi_schema = doc
+    return doc
+
+
+class RequestMetricsMiddleware:
+    """Times each request by route template and turns stray exceptions into a 500.
+
+    Catching here, inside Starlette's ServerErrorMiddleware, means the 500 is
+    problem+json and is logged once with context, instead of the server
+    logging a bare traceback after the response.
+    """
+
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, routes: list[BaseRoute]) -> None:
+        self._app = app
+        self._metrics = metrics
+        self._routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        began = time.perf_counter()
+        status = 500
+        started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                started = True
+            await send(message)
+
+        try:
+            await self._app(scope, receive, send_wrapper)
+        except Exception:
+            log.exception(
+                "unhandled error serving request",
+                method=scope.get("method"),
+                path=scope.get("path"),
+                route=self._template(scope),
+            )
+            if started:  # too late for a clean 500; let the server drop the connection
+                raise
+            status = 500
+            await internal_error(str(scope.get("path", "")))(scope, receive, send)
+        finally:
+            self._metrics.http_request_duration.labels(
+                scope.get("method", ""), self._template(scope), str(status)
+            ).observe(time.perf_counter() - began)
+
+    def _template(self, scope: Scope) -> str:
+        """The matched route's path template; a wrong method still names the route.
+
+        The router records the API route it selected in ``scope["route"]``;
+        top-level routes (the docs pages) are matched here.
+        """
+        selected = getattr(scope.get("route"), "path", None)
+        if isinstance(selected, str):
+            return selected
+        partial: str | None = None
+        for route in self._routes:
+            match, _ = route.matches(scope)
+            path = getattr(route, "path", None)
+            if match is Match.FULL and path is not None:
+                return str(path)
+            if match is Match.PARTIAL and partial is None and path is not None:
+                partial = str(path)
+        return partial or UNMATCHED_ROUTE

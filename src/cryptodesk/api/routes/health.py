@@ -1,0 +1,51 @@
+"""Operational endpoints outside ``/api/v1``: liveness, readiness, metrics.
+
+``/healthz`` answers whenever the process serves HTTP (restart me if not);
+``/readyz`` probes the backends (stop routing traffic to me while 503).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from starlette.responses import Response
+
+from cryptodesk.api.schemas import ComponentOut, Liveness, Readiness
+from cryptodesk.observability.health import HealthRegistry, all_up
+from cryptodesk.observability.metrics import CONTENT_TYPE_LATEST, Metrics
+
+
+def health_router(
+    health: HealthRegistry, metrics: Metrics, *, check_timeout: float = 2.0
+) -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/healthz", response_model=Liveness, summary="Liveness")
+    async def healthz() -> Liveness:
+        return Liveness()
+
+    @router.get(
+        "/readyz",
+        response_model=Readiness,
+        summary="Readiness: every component's health",
+        responses={503: {"model": Readiness, "description": "A component is down."}},
+    )
+    async def readyz() -> JSONResponse:
+        results = await health.check_all(timeout=check_timeout)
+        ready = all_up(results)
+        body = Readiness(
+            status="ready" if ready else "not_ready",
+            components=[ComponentOut.of(h) for h in results.values()],
+        )
+        return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+
+    @router.get(
+        "/metrics",
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+    )
+    async def prometheus_metrics() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    return router

@@ -1,0 +1,169 @@
+"""``/api/v1`` market data: markets, tickers, candles, order books.
+
+Handlers only translate: query strings to service arguments and domain
+values to response models. Validation of what the server serves lives in
+``MarketQueries`` so the CLI and WebSocket hub get the same answers.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from cryptodesk.api.problems import NoData
+from cryptodesk.api.schemas import (
+    CandleOut,
+    CandlesResponse,
+    MarketOut,
+    MarketsResponse,
+    OrderBookOut,
+    Problem,
+    TickerOut,
+    TickersResponse,
+)
+from cryptodesk.domain.errors import DomainError
+from cryptodesk.domain.timeutil import parse_time
+from cryptodesk.services.market_queries import MAX_BOOK_DEPTH, MAX_CANDLE_LIMIT, MarketQueries
+
+_DESCRIPTIONS = {
+    400: "A query parameter is invalid (`errors` names it).",
+    404: "Unknown exchange or symbol, or no data yet.",
+    503: "A backend is down; retry later.",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for error bodies (moved to problem+json by ``app.openapi``)."""
+    return {
+        status: {"model": Problem, "description": _DESCRIPTIONS.get(status, "Error")}
+        for status in statuses
+    }
+
+
+Exchange = Annotated[str, Query(description="Exchange id.", examples=["sim"], max_length=64)]
+Symbol = Annotated[
+    str, Query(description="BASE/QUOTE (BTC-USDT works too).", examples=["BTC/USDT"], max_length=64)
+]
+OptionalExchange = Annotated[
+    str | None, Query(description="Only this exchange.", examples=["sim"], max_length=64)
+]
+OptionalSymbol = Annotated[
+    str | None, Query(description="Only this symbol.", examples=["BTC/USDT"], max_length=64)
+]
+
+
+def _time(text: str | None, field: str) -> int | None:
+    """Epoch ms from ISO 8601 or epoch ms; any parse failure is a 400 on ``field``."""
+    if text is None:
+        return None
+    try:
+        return parse_time(text, field=field)
+    except DomainError:
+        raise
+    except (ValueError, OverflowError):  # e.g. "²" passes isdigit() but not int()
+        raise DomainError(
+            f"{field} {text!r} is neither epoch milliseconds nor ISO 8601", field=field
+        ) from None
+
+
+def market_router(queries: MarketQueries) -> APIRouter:
+    router = APIRouter(prefix="/api/v1", tags=["market data"])
+
+    @router.get(
+        "/markets",
+        response_model=MarketsResponse,
+        responses=problem_responses(400, 404, 503),
+        summary="Markets served, with the exchange's precision and limits",
+    )
+    async def markets(exchange: OptionalExchange = None) -> MarketsResponse:
+        found = await queries.markets(exchange)
+        return MarketsResponse(markets=[MarketOut.of(m) for m in found])
+
+    @router.get(
+        "/tickers",
+        response_model=TickersResponse,
+        responses=problem_responses(400, 404, 503),
+        summary="Last price, best bid/ask and rolling 24 h statistics",
+    )
+    async def tickers(
+        exchange: OptionalExchange = None, symbol: OptionalSymbol = None
+    ) -> TickersResponse:
+        found = await queries.tickers(exchange, symbol)
+        return TickersResponse(tickers=[TickerOut.of(t) for t in found])
+
+    @router.get(
+        "/candles",
+        response_model=CandlesResponse,
+        responses=problem_responses(400, 404, 503),
+        summary="OHLCV candles, oldest first, cursor-paginated",
+        description=(
+            "Without `start`: the newest `limit` candles (before `end` if given); "
+            "`next_cursor` walks back in time. With `start`: the first `limit` "
+            "candles from `start`; `next_cursor` walks forward. Pass `cursor` with "
+            "the same exchange, symbol and interval for the next page; `next_cursor` "
+            "is null at the end. `include_open=true` appends the candle in progress "
+            "(`closed: false`) to the newest page."
+        ),
+    )
+    async def candles(
+        exchange: Exchange,
+        symbol: Symbol,
+        interval: Annotated[str, Query(examples=["1m"], max_length=16)],
+        start: Annotated[
+            str | None,
+            Query(
+                description="ISO 8601 or epoch ms, inclusive.",
+                examples=["2024-05-01T00:00Z"],
+                max_length=64,
+            ),
+        ] = None,
+        end: Annotated[
+            str | None,
+            Query(
+                description="ISO 8601 or epoch ms, exclusive.",
+                examples=["1714608000000"],
+                max_length=64,
+            ),
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_CANDLE_LIMIT)] = 500,
+        cursor: Annotated[
+            str | None, Query(description="`next_cursor` of a previous page.", max_length=1024)
+        ] = None,
+        include_open: Annotated[bool, Query(description="Append the candle in progress.")] = False,
+    ) -> CandlesResponse:
+        page = await queries.candles(
+            exchange,
+            symbol,
+            interval,
+            start=_time(start, "start"),
+            end=_time(end, "end"),
+            limit=limit,
+            cursor=cursor,
+            include_open=include_open,
+        )
+        return CandlesResponse(
+            exchange=queries.exchange(exchange),
+            symbol=queries.symbol(symbol),
+            interval=queries.interval(interval),
+            candles=[CandleOut.of(c) for c in page.candles],
+            next_cursor=page.next_cursor,
+        )
+
+    @router.get(
+        "/orderbook",
+        response_model=OrderBookOut,
+        responses=problem_responses(400, 404, 503),
+        summary="Latest L2 order book snapshot",
+    )
+    async def orderbook(
+        exchange: Exchange,
+        symbol: Symbol,
+        depth: Annotated[int, Query(ge=1, le=MAX_BOOK_DEPTH, description="Levels per side.")] = 20,
+    ) -> OrderBookOut:
+        book = await queries.orderbook(exchange, symbol, depth)
+        if book is None:
+            raise NoData(f"no order book received yet for {symbol} on {exchange}")
+        return OrderBookOut.of(book)
+
+    return router

@@ -1,0 +1,212 @@
+"""Response models: the API's wire form, documented in the OpenAPI schema.
+
+Prices and amounts leave as decimal strings so no JSON parser rounds them
+through a binary float of its own; times leave as ISO 8601 UTC strings.
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cryptodesk.domain.market import Candle, Market, OrderBook, Ticker
+from cryptodesk.domain.timeutil import to_iso
+from cryptodesk.observability.health import ComponentHealth
+
+
+def decimal_str(value: float) -> str:
+    """Shortest string that round-trips to ``value``, never in exponent notation.
+
+    ``repr`` gives the shortest round-trip digits (``1e-08``); Decimal turns
+    them into plain positional form (``0.00000001``) without adding digits.
+    """
+    if not math.isfinite(value):
+        raise ValueError(f"not a finite number: {value!r}")
+    if value == 0:
+        return "0"
+    text = format(Decimal(repr(value)), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text
+
+
+def optional_decimal(value: float | None) -> str | None:
+    return None if value is None or not math.isfinite(value) else decimal_str(value)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class MarketOut(_Model):
+    exchange: str = Field(examples=["sim"])
+    symbol: str = Field(examples=["BTC/USDT"])
+    base: str = Field(examples=["BTC"])
+    quote: str = Field(examples=["USDT"])
+    price_increment: str = Field(examples=["0.01"], description="Tick size.")
+    amount_increment: str = Field(examples=["0.00001"], description="Lot size.")
+    min_amount: str = Field(examples=["0.00001"])
+    min_notional: str = Field(examples=["5"], description="Minimum order value in quote.")
+    active: bool = Field(examples=[True])
+
+    @classmethod
+    def of(cls, m: Market) -> MarketOut:
+        return cls(
+            exchange=m.exchange,
+            symbol=m.symbol,
+            base=m.base,
+            quote=m.quote,
+            price_increment=decimal_str(m.price_increment),
+            amount_increment=decimal_str(m.amount_increment),
+            min_amount=decimal_str(m.min_amount),
+            min_notional=decimal_str(m.min_notional),
+            active=m.active,
+        )
+
+
+class MarketsResponse(_Model):
+    markets: list[MarketOut]
+
+
+class TickerOut(_Model):
+    exchange: str = Field(examples=["sim"])
+    symbol: str = Field(examples=["BTC/USDT"])
+    time: str = Field(examples=["2024-05-01T12:00:00.000Z"], description="Last trade time.")
+    last: str = Field(examples=["67012.35"])
+    bid: str | None = Field(examples=["67012.3"])
+    ask: str | None = Field(examples=["67012.4"])
+    open_24h: str | None = Field(examples=["66000"])
+    high_24h: str | None = Field(examples=["67500"])
+    low_24h: str | None = Field(examples=["65800.5"])
+    volume_24h: str = Field(examples=["1234.5678"], description="Base currency.")
+    quote_volume_24h: str = Field(examples=["82000000.12"], description="Quote currency.")
+    change_24h: str | None = Field(examples=["0.0153"], description="Fraction: 0.01 = +1 %.")
+
+    @classmethod
+    def of(cls, t: Ticker) -> TickerOut:
+        return cls(
+            exchange=t.exchange,
+            symbol=t.symbol,
+            time=to_iso(t.ts),
+            last=decimal_str(t.last),
+            bid=optional_decimal(t.bid),
+            ask=optional_decimal(t.ask),
+            open_24h=optional_decimal(t.open_24h),
+            high_24h=optional_decimal(t.high_24h),
+            low_24h=optional_decimal(t.low_24h),
+            volume_24h=decimal_str(t.volume_24h),
+            quote_volume_24h=decimal_str(t.quote_volume_24h),
+            change_24h=optional_decimal(t.change_24h),
+        )
+
+
+class TickersResponse(_Model):
+    tickers: list[TickerOut]
+
+
+class CandleOut(_Model):
+    open_time: str = Field(examples=["2024-05-01T12:00:00.000Z"])
+    open_time_ms: int = Field(examples=[1714564800000])
+    open: str = Field(examples=["67000.1"])
+    high: str = Field(examples=["67100"])
+    low: str = Field(examples=["66950.25"])
+    close: str = Field(examples=["67012.35"])
+    volume: str = Field(examples=["12.345"], description="Base currency.")
+    quote_volume: str = Field(examples=["827312.5"], description="Quote currency.")
+    trades: int = Field(examples=[421], description="0 marks a flat gap-filler candle.")
+    closed: bool = Field(examples=[True], description="False only for the candle in progress.")
+
+    @classmethod
+    def of(cls, c: Candle) -> CandleOut:
+        return cls(
+            open_time=to_iso(c.open_time),
+            open_time_ms=c.open_time,
+            open=decimal_str(c.open),
+            high=decimal_str(c.high),
+            low=decimal_str(c.low),
+            close=decimal_str(c.close),
+            volume=decimal_str(c.volume),
+            quote_volume=decimal_str(c.quote_volume),
+            trades=c.trades,
+            closed=c.closed,
+        )
+
+
+class CandlesResponse(_Model):
+    exchange: str = Field(examples=["sim"])
+    symbol: str = Field(examples=["BTC/USDT"])
+    interval: str = Field(examples=["1m"])
+    candles: list[CandleOut] = Field(description="Oldest first.")
+    next_cursor: str | None = Field(
+        examples=[None], description="Pass as `cursor` for the next page; null at the end."
+    )
+
+
+class OrderBookOut(_Model):
+    exchange: str = Field(examples=["sim"])
+    symbol: str = Field(examples=["ETH/USDT"])
+    time: str = Field(examples=["2024-05-01T12:00:00.000Z"])
+    sequence: int = Field(examples=[1234])
+    bids: list[tuple[str, str]] = Field(
+        examples=[[["3001.5", "1.2"], ["3001.4", "0.5"]]],
+        description="[price, amount] levels, best (highest) first.",
+    )
+    asks: list[tuple[str, str]] = Field(
+        examples=[[["3001.6", "0.8"], ["3001.7", "2"]]],
+        description="[price, amount] levels, best (lowest) first.",
+    )
+
+    @classmethod
+    def of(cls, b: OrderBook) -> OrderBookOut:
+        return cls(
+            exchange=b.exchange,
+            symbol=b.symbol,
+            time=to_iso(b.ts),
+            sequence=b.sequence,
+            bids=[(decimal_str(p), decimal_str(a)) for p, a in b.bids],
+            asks=[(decimal_str(p), decimal_str(a)) for p, a in b.asks],
+        )
+
+
+class Liveness(_Model):
+    status: Literal["ok"] = "ok"
+
+
+class ComponentOut(_Model):
+    name: str = Field(examples=["database"])
+    status: Literal["up", "down"] = Field(examples=["up"])
+    latency_ms: float | None = Field(examples=[0.42], description="Null for self-reported.")
+    error: str | None = Field(examples=[None], description="Why it is down; null when up.")
+
+    @classmethod
+    def of(cls, h: ComponentHealth) -> ComponentOut:
+        return cls(
+            name=h.name,
+            status="up" if h.ok else "down",
+            latency_ms=h.latency_ms,
+            error=None if h.ok else h.detail,
+        )
+
+
+class Readiness(_Model):
+    status: Literal["ready", "not_ready"] = Field(examples=["ready"])
+    components: list[ComponentOut]
+
+
+class ParamError(_Model):
+    name: str = Field(examples=["symbol"])
+    reason: str = Field(examples=["unknown symbol 'DOGE/USDT'"])
+
+
+class Problem(_Model):
+    """RFC 9457 problem details (``application/problem+json``)."""
+
+    type: str = Field(examples=["https://cryptodesk.dev/problems/unknown-symbol"])
+    title: str = Field(examples=["Unknown symbol"])
+    status: int = Field(examples=[404])
+    detail: str = Field(examples=["unknown symbol 'DOGE/USDT'; this server serves: BTC/USDT"])
+    instance: str = Field(examples=["/api/v1/candles"])
+    errors: list[ParamError] | None = None

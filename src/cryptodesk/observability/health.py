@@ -1,0 +1,104 @@
+"""Component health for ``/readyz`` and the ``cryptodesk_component_up`` gauge.
+
+Two kinds of component: those with a check that can be probed (database,
+cache, bus: ``register``) and long-running loops that know their own state
+better than any probe (the compute loop marks itself degraded while its
+writes are failing: ``set_status``). A name may have both; it is up only
+when both say so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from cryptodesk.domain.timeutil import now_ms
+from cryptodesk.observability.metrics import Metrics
+
+Check = Callable[[], Awaitable[None]]
+_MAX_DETAIL = 300  # an error message, not a traceback, goes on the wire
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentHealth:
+    """One component's state; ``detail`` is the error or the reported reason."""
+
+    name: str
+    ok: bool
+    detail: str | None = None
+    latency_ms: float | None = None
+    checked_at_ms: int = 0
+
+    @property
+    def status(self) -> str:
+        return "up" if self.ok else "down"
+
+
+@dataclass(frozen=True, slots=True)
+class _Reported:
+    ok: bool
+    detail: str
+    at_ms: int
+
+
+class HealthRegistry:
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._checks: dict[str, Check] = {}
+        self._reported: dict[str, _Reported] = {}
+
+    def register(self, name: str, check: Check) -> None:
+        """Probe ``check`` on every ``check_all``; it raises (or hangs) when unhealthy."""
+        self._checks[name] = check
+
+    def set_status(self, name: str, ok: bool, detail: str = "") -> None:
+        """Record a component's own view of itself, e.g. ``(False, "db writes failing")``."""
+        self._reported[name] = _Reported(ok, detail, now_ms())
+        self._metrics.component_up.labels(name).set(1 if ok else 0)
+
+    async def check_all(self, timeout: float = 2.0) -> dict[str, ComponentHealth]:
+        """Probe every registered check concurrently, each bounded by ``timeout`` seconds.
+
+        A check that hangs is reported down rather than holding the readiness
+        probe hostage: orchestrators time out probes themselves and would read
+        a slow answer as a dead process.
+        """
+        names = sorted(self._checks)
+        probed = await asyncio.gather(*(self._probe(n, self._checks[n], timeout) for n in names))
+        results = dict(zip(names, probed, strict=True))
+        for name, rep in self._reported.items():
+            probe = results.get(name)
+            if probe is None:
+                results[name] = ComponentHealth(name, rep.ok, rep.detail or None, None, rep.at_ms)
+            elif not rep.ok:
+                results[name] = ComponentHealth(
+                    name,
+                    False,
+                    rep.detail or "reported down",
+                    probe.latency_ms,
+                    probe.checked_at_ms,
+                )
+        for name, health in results.items():
+            self._metrics.component_up.labels(name).set(1 if health.ok else 0)
+        return dict(sorted(results.items()))
+
+    async def _probe(self, name: str, check: Check, timeout: float) -> ComponentHealth:
+        began = time.perf_counter()
+        try:
+            await asyncio.wait_for(check(), timeout)
+        except TimeoutError:
+            return self._result(name, began, f"check timed out after {timeout:g}s")
+        except Exception as exc:
+            return self._result(name, began, f"{type(exc).__name__}: {exc}"[:_MAX_DETAIL])
+        return self._result(name, began, None)
+
+    @staticmethod
+    def _result(name: str, began: float, error: str | None) -> ComponentHealth:
+        latency = round((time.perf_counter() - began) * 1000, 3)
+        return ComponentHealth(name, error is None, error, latency, now_ms())
+
+
+def all_up(results: dict[str, ComponentHealth]) -> bool:
+    return all(h.ok for h in results.values())
