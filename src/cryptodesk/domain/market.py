@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NoReturn
 
 from cryptodesk.domain.errors import DomainError
 
@@ -31,6 +31,13 @@ def _check_symbol(symbol: str) -> None:
     base, sep, quote = symbol.partition("/")
     if not sep or not base or not quote or "/" in quote:
         raise DomainError(f"symbol {symbol!r} is not of the form BASE/QUOTE", field="symbol")
+
+
+def _bad_level(side: str, price: float, amount: float) -> NoReturn:
+    """Name what is wrong with a level the fast check rejected."""
+    _positive(f"{side} price", price)
+    _positive(f"{side} amount", amount)
+    raise DomainError(f"{side} are not strictly ordered best first", field=side)
 
 
 def stream_key(exchange: str, symbol: str) -> str:
@@ -135,14 +142,17 @@ class OrderBook:
 
     def __post_init__(self) -> None:
         _check_symbol(self.symbol)
-        for side, levels, descending in (("bids", self.bids, True), ("asks", self.asks, False)):
-            prev: float | None = None
-            for price, amount in levels:
-                _positive(f"{side} price", price)
-                _positive(f"{side} amount", amount)
-                if prev is not None and (price >= prev if descending else price <= prev):
-                    raise DomainError(f"{side} are not strictly ordered best first", field=side)
-                prev = price
+        # One tight loop per side: books arrive many times a second per market.
+        prev = math.inf
+        for price, amount in self.bids:
+            if not (0 < price < prev and 0 < amount < math.inf):
+                _bad_level("bids", price, amount)
+            prev = price
+        prev = 0.0
+        for price, amount in self.asks:
+            if not (prev < price < math.inf and 0 < amount < math.inf):
+                _bad_level("asks", price, amount)
+            prev = price
         if self.bids and self.asks and self.bids[0][0] >= self.asks[0][0]:
             raise DomainError(
                 f"crossed book: best bid {self.bids[0][0]} >= best ask {self.asks[0][0]}",
