@@ -14,7 +14,7 @@ import contextlib
 import errno
 import signal
 import socket
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -234,7 +234,7 @@ class Runtime:
     async def _shutdown(
         self,
         tasks: dict[str, asyncio.Task[None]],
-        ingests: Iterable[MarketIngest],
+        ingests: Sequence[MarketIngest],
         server: _Server | None,
     ) -> None:
         timeout = self.settings.shutdown_timeout
@@ -247,7 +247,7 @@ class Runtime:
         if server is not None:
             server.should_exit = True
             await _settle([tasks["api"]], timeout)
-        log.info("stopped")
+        log.info("stopped", published_trades=sum(i.published_trades for i in ingests))
 
     def request_stop(self) -> None:
         self.stop_sources.set()

@@ -1,0 +1,121 @@
+"""Drive ``cryptodesk`` as a user does: a real subprocess on a free port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+# These tests start processes; xdist keeps them on one worker.
+pytestmark = pytest.mark.xdist_group("e2e")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def base_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRYPTODESK_")}
+    env.update(
+        {
+            "CRYPTODESK_DATA_DIR": str(data_dir),
+            "CRYPTODESK_LOG_FORMAT": "json",
+            "CRYPTODESK_HOST": "127.0.0.1",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+def run_cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cryptodesk", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[str]
+    url: str
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=10)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout=timeout)
+
+    def logs(self) -> str:
+        return self.log_path.read_text()
+
+
+def start_server(data_dir: Path, log_path: Path, **settings: str) -> Server:
+    port = free_port()
+    env = base_env(data_dir, CRYPTODESK_PORT=str(port), **settings)
+    log = log_path.open("a")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cryptodesk", "serve"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"serve exited with {proc.returncode}:\n{log_path.read_text()}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return Server(proc, url, log_path, env)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError(f"serve did not become healthy:\n{log_path.read_text()}")
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[object]:
+    started: list[Server] = []
+
+    def factory(data_dir: Path | None = None, **settings: str) -> Server:
+        server = start_server(data_dir or tmp_path / "data", tmp_path / "serve.log", **settings)
+        started.append(server)
+        return server
+
+    yield factory
+    for server in started:
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait()
+
+
+def wait_for(predicate, timeout: float = 60, interval: float = 0.2):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")

@@ -1,0 +1,119 @@
+"""``cryptodesk serve`` end to end: sim -> bus -> candles -> SQLite + cache -> HTTP."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import sqlite3
+
+import pytest
+
+from tests.e2e.conftest import base_env, free_port, run_cli, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
+SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT")
+
+
+def closed_candles(client, symbol: str, interval: str = "1m") -> list[dict]:
+    r = client.get(
+        "/api/v1/candles", params={"exchange": "sim", "symbol": symbol, "interval": interval}
+    )
+    assert r.status_code == 200, r.text
+    return r.json()["candles"]
+
+
+def test_serves_candles_tickers_books_and_metrics(server_factory, tmp_path):
+    server = server_factory(CRYPTODESK_SIM_SPEED="300")
+    with server.client() as client:
+        for symbol in SYMBOLS:
+            candles = wait_for(lambda s=symbol: closed_candles(client, s), timeout=60)
+            for c in candles:
+                assert c["closed"] is True
+                assert float(c["low"]) <= float(c["open"]) <= float(c["high"])
+                assert float(c["low"]) <= float(c["close"]) <= float(c["high"])
+            times = [c["open_time_ms"] for c in candles]
+            assert times == sorted(times)
+            assert all(b - a == 60_000 for a, b in zip(times, times[1:], strict=False))
+
+        with_open = client.get(
+            "/api/v1/candles",
+            params={"exchange": "sim", "symbol": "BTC/USDT", "interval": "1m", "include_open": "true"},
+        ).json()["candles"]
+        assert with_open[-1]["closed"] is False
+
+        tickers = client.get("/api/v1/tickers").json()
+        assert {t["symbol"] for t in tickers["tickers"]} == set(SYMBOLS)
+        book = wait_for(
+            lambda: client.get(
+                "/api/v1/orderbook", params={"exchange": "sim", "symbol": "ETH/USDT", "depth": 5}
+            )
+        )
+        assert book.status_code == 200
+        assert len(book.json()["bids"]) == 5
+        assert len(book.json()["asks"]) == 5
+        markets = client.get("/api/v1/markets").json()
+        assert {m["symbol"] for m in markets["markets"]} == set(SYMBOLS)
+
+        ready = client.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        metrics = client.get("/metrics").text
+        assert 'cryptodesk_events_ingested_total{topic="trades"}' in metrics
+        assert "cryptodesk_candles_finalized_total" in metrics
+        assert 'route="/api/v1/candles"' in metrics
+
+        bad = client.get(
+            "/api/v1/candles", params={"exchange": "sim", "symbol": "DOGE/USDT", "interval": "1m"}
+        )
+        assert bad.status_code == 404
+        assert bad.headers["content-type"].startswith("application/problem+json")
+        assert "symbol" in bad.text
+
+    assert server.stop(signal.SIGTERM) == 0
+    stopped = [json.loads(line) for line in server.logs().splitlines() if '"stopped"' in line]
+    assert stopped, server.logs()
+    # A clean stop flushes: everything ingest published is in the database.
+    db = sqlite3.connect(tmp_path / "data" / "cryptodesk.db")
+    stored = db.execute("select count(*) from trades").fetchone()[0]
+    assert stored == stopped[-1]["published_trades"] > 0
+
+
+def test_second_serve_on_a_used_port_exits_2(tmp_path):
+    port = free_port()
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        env = base_env(tmp_path / "d", CRYPTODESK_PORT=str(port))
+        result = run_cli("serve", env=env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == [f"cryptodesk: error: port {port} on 127.0.0.1 is already in use"]
+
+
+def test_invalid_setting_exits_2_with_one_line(tmp_path):
+    env = base_env(tmp_path / "d", CRYPTODESK_SIM_SPEED="fast")
+    result = run_cli("serve", env=env)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "CRYPTODESK_SIM_SPEED" in result.stderr
+
+
+def test_unusable_data_dir_is_reported(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    env = base_env(blocker / "data", CRYPTODESK_PORT=str(free_port()))
+    result = run_cli("serve", env=env)
+    assert result.returncode == 2
+    assert "CRYPTODESK_DATA_DIR" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_corrupt_database_is_reported(tmp_path):
+    data = tmp_path / "d"
+    data.mkdir()
+    (data / "cryptodesk.db").write_bytes(b"this is not a sqlite database" * 100)
+    env = base_env(data, CRYPTODESK_PORT=str(free_port()))
+    result = run_cli("serve", env=env)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "cryptodesk.db" in result.stderr
