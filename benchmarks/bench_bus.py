@@ -20,7 +20,7 @@ BATCH = 1000
 
 
 def _events(count: int) -> list[tuple[str, bytes]]:
-    # ~60 bytes, the size of an orjson-encoded trade.
+    # ~60 bytes, the size of an encoded trade.
     return [
         (KEYS[i % len(KEYS)], b'{"p":"64123.5","q":"0.0125","t":1700000000000,"id":%d}' % i)
         for i in range(count)

@@ -34,13 +34,15 @@ async def _pipeline(db_path: Path, n_trades: int) -> dict[str, Any]:
     from cryptodesk.domain.interval import Interval
     from cryptodesk.observability.health import HealthRegistry
     from cryptodesk.observability.metrics import Metrics
+    from cryptodesk.runtime import MEMORY_BUS_MAX_LAG, MEMORY_BUS_RETENTION
     from cryptodesk.services.candle_service import CandleService
     from cryptodesk.services.ingest import MarketIngest
 
     url = f"sqlite+aiosqlite:///{db_path}"
     migrate.upgrade(url)
     store = SqlMarketStore(create_engine(url))
-    bus, cache, metrics = MemoryBus(), MemoryCache(), Metrics()
+    bus = MemoryBus(max_retained=MEMORY_BUS_RETENTION, max_lag=MEMORY_BUS_MAX_LAG)
+    cache, metrics = MemoryCache(), Metrics()
     await bus.start()
     source = SimulatedExchange(
         SYMBOLS, seed=1, speed=math.inf, start_ms=1_700_000_000_000, book_interval_ms=1000
@@ -55,7 +57,7 @@ async def _pipeline(db_path: Path, n_trades: int) -> dict[str, Any]:
     started = time.perf_counter()
     compute_task = asyncio.create_task(compute.run(stop))
     ingest_task = asyncio.create_task(ingest.run())
-    while ingest.published_trades < n_trades:
+    while ingest.published_trades < n_trades:  # noqa: ASYNC110 - polling a counter
         await asyncio.sleep(0.01)
     await ingest.close()
     await ingest_task

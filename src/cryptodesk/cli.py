@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, NoReturn
 
-import orjson
+import msgspec
 import typer
 
 from cryptodesk import __version__
@@ -66,7 +66,7 @@ def config_show(
     """Print the effective settings, secrets masked."""
     values = settings_or_exit().masked()
     if as_json:
-        typer.echo(orjson.dumps(values, option=orjson.OPT_INDENT_2).decode())
+        typer.echo(msgspec.json.format(msgspec.json.encode(values), indent=2).decode())
         return
     width = max(len(k) for k in values)
     for name, value in values.items():

@@ -45,8 +45,10 @@ from cryptodesk.services.market_queries import MarketQueries
 
 log = structlog.get_logger(__name__)
 ROLES = ("api", "ingest", "compute")
-# The embedded bus keeps at most this many messages per topic nobody consumes.
+# The embedded bus keeps at most this many messages per topic nobody consumes,
+# and makes publishers wait while a consumer group is this far behind.
 MEMORY_BUS_RETENTION = 100_000
+MEMORY_BUS_MAX_LAG = 20_000
 
 
 class StartupError(Exception):
@@ -77,7 +79,7 @@ def make_cache(settings: Settings) -> Cache:
 
 def make_bus(settings: Settings) -> Bus:
     if settings.bus_url.startswith("memory://"):
-        return MemoryBus(max_retained=MEMORY_BUS_RETENTION)
+        return MemoryBus(max_retained=MEMORY_BUS_RETENTION, max_lag=MEMORY_BUS_MAX_LAG)
     raise StartupError(
         f"CRYPTODESK_BUS_URL: {settings.bus_url.split('://')[0]}:// is not supported yet; "
         "use memory://"

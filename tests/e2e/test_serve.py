@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import socket
@@ -34,11 +35,16 @@ def test_serves_candles_tickers_books_and_metrics(server_factory, tmp_path):
                 assert float(c["low"]) <= float(c["close"]) <= float(c["high"])
             times = [c["open_time_ms"] for c in candles]
             assert times == sorted(times)
-            assert all(b - a == 60_000 for a, b in zip(times, times[1:], strict=False))
+            assert all(b - a == 60_000 for a, b in itertools.pairwise(times))
 
         with_open = client.get(
             "/api/v1/candles",
-            params={"exchange": "sim", "symbol": "BTC/USDT", "interval": "1m", "include_open": "true"},
+            params={
+                "exchange": "sim",
+                "symbol": "BTC/USDT",
+                "interval": "1m",
+                "include_open": "true",
+            },
         ).json()["candles"]
         assert with_open[-1]["closed"] is False
 
@@ -117,3 +123,14 @@ def test_corrupt_database_is_reported(tmp_path):
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
     assert "cryptodesk.db" in result.stderr
+
+
+def test_default_settings_serve_candles_for_every_symbol_within_90_seconds(server_factory):
+    """The README promise: real-time simulator (SIM_SPEED=1), candles within 90 s."""
+    server = server_factory()
+    assert "CRYPTODESK_SIM_SPEED" not in server.env
+    with server.client() as client:
+        for symbol in SYMBOLS:
+            candles = wait_for(lambda s=symbol: closed_candles(client, s), timeout=90)
+            assert candles[-1]["closed"] is True
+    assert server.stop(signal.SIGINT) == 0

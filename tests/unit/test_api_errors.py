@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 
-import orjson
+import msgspec
 import pytest
 import structlog
 from hypothesis import HealthCheck, event, given, settings
@@ -139,7 +139,7 @@ async def test_cache_outage_is_503_problem():
 
 def valid_cursor() -> str:
     body = {"v": 1, "d": "b", "b": T0 + 3 * 60_000, "q": ["sim", "BTC/USDT", "1m", None, None]}
-    return base64.urlsafe_b64encode(orjson.dumps(body)).decode().rstrip("=")
+    return base64.urlsafe_b64encode(msgspec.json.encode(body)).decode().rstrip("=")
 
 
 ROUTES: dict[str, dict[str, list[str]]] = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 
-import orjson
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -325,7 +325,7 @@ async def test_include_open_respects_end_and_skips_a_stale_open_candle():
 
 
 def forge(body: object) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps(body)).decode().rstrip("=")
+    return base64.urlsafe_b64encode(msgspec.json.encode(body)).decode().rstrip("=")
 
 
 async def test_cursor_from_another_series_or_query_is_rejected():

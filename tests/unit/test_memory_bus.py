@@ -230,3 +230,36 @@ async def test_bad_arguments_are_rejected(bus: MemoryBus) -> None:
         MemoryBus(max_retained=0)
     with pytest.raises(ValueError, match="max_messages"):
         await bus.consumer("t", group="g").fetch(0)
+
+
+async def test_max_lag_makes_publishers_wait_for_live_consumers():
+    bus = MemoryBus(max_lag=10)
+    consumer = bus.consumer("t", group="g")
+    await bus.publish_many("t", [("k", b"x")] * 10)
+    blocked = asyncio.create_task(bus.publish("t", "k", b"y"))
+    await asyncio.sleep(0.05)
+    assert not blocked.done()
+    assert bus.retained("t") == 10
+    batch = await consumer.fetch(5, timeout=0.1)
+    await consumer.ack(batch)
+    await asyncio.wait_for(blocked, 1)
+    assert bus.retained("t") == 6
+    # A group whose consumers all left no longer holds publishers back.
+    await consumer.close()
+    await asyncio.wait_for(bus.publish_many("t", [("k", b"z")] * 50), 1)
+    await asyncio.wait_for(bus.publish("no-groups", "k", b"1"), 1)
+    await bus.close()
+
+
+async def test_max_lag_publisher_released_by_close():
+    bus = MemoryBus(max_lag=1)
+    bus.consumer("t", group="g")
+    await bus.publish("t", "k", b"1")
+    blocked = asyncio.create_task(bus.publish("t", "k", b"2"))
+    await asyncio.sleep(0.02)
+    assert not blocked.done()
+    await bus.close()
+    with pytest.raises(BusClosedError):
+        await asyncio.wait_for(blocked, 1)
+    with pytest.raises(ValueError, match="max_lag"):
+        MemoryBus(max_lag=0)

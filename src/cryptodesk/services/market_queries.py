@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
+import msgspec
 import structlog
 
 from cryptodesk.adapters.cache.base import Cache
@@ -341,7 +341,7 @@ def _encode_cursor(c: _Cursor) -> str:
         "b": c.boundary,
         "q": [c.exchange, c.symbol, c.interval, c.start, c.end],
     }
-    return base64.urlsafe_b64encode(orjson.dumps(body)).rstrip(b"=").decode("ascii")
+    return base64.urlsafe_b64encode(msgspec.json.encode(body)).rstrip(b"=").decode("ascii")
 
 
 def _bad_cursor(reason: str) -> InvalidParameter:
@@ -355,7 +355,7 @@ def _is_ts(value: Any) -> bool:
 def _decode_cursor(text: str) -> _Cursor:
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        body = orjson.loads(raw)
+        body = msgspec.json.decode(raw)
     except (binascii.Error, ValueError):
         raise _bad_cursor("cursor is not one this server issued") from None
     if not isinstance(body, dict) or body.get("v") != _CURSOR_VERSION:

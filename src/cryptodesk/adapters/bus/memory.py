@@ -18,7 +18,10 @@ services are written against:
 * memory is bounded: entries every known group has committed are trimmed, and
   at most ``max_retained`` messages per topic are kept (the oldest go first,
   and a group that lagged further behind than that loses them, as with Kafka
-  retention). A group created later starts at the oldest retained message.
+  retention). A group created later starts at the oldest retained message;
+* optional backpressure (``max_lag``): publishing waits while a group with live
+  consumers is more than ``max_lag`` messages behind, so a producer faster than
+  its consumers (the simulator at full speed) cannot queue without bound.
 """
 
 from __future__ import annotations
@@ -190,7 +193,10 @@ class _Group:
 
 
 class _Topic:
-    __slots__ = ("base", "changed", "groups", "log", "max_retained", "name", "offset", "waiting")
+    __slots__ = (
+        "base", "changed", "groups", "log", "max_retained", "name", "offset", "progress",
+        "waiting",
+    )  # fmt: skip
 
     def __init__(self, name: str, max_retained: int) -> None:
         self.name = name
@@ -200,7 +206,14 @@ class _Topic:
         self.base = 0  # oldest retained position; log entries below it are dead
         self.groups: dict[str, _Group] = {}
         self.changed = asyncio.Event()
+        self.progress = asyncio.Event()  # set when a group acks: lagging publishers re-check
         self.waiting = 0
+
+    def lag(self) -> int:
+        """Messages the slowest group with live consumers has not acked yet."""
+        head = self.offset + len(self.log)
+        live = [g.committed for g in self.groups.values() if g.members]
+        return head - min(live) if live else 0
 
     def append(self, items: Sequence[tuple[str, bytes]]) -> None:
         # The log keeps the callers' (key, value) tuples and Messages are made at
@@ -287,6 +300,7 @@ class MemoryConsumer:
             return
         self._group.ack(messages, self._topic.name)
         self._topic.trim_committed()
+        self._topic.progress.set()
 
     async def close(self) -> None:
         """Leave the group; what was fetched and not acked goes to the next consumer."""
@@ -295,6 +309,7 @@ class MemoryConsumer:
         self._closed = True
         self._group.leave(self._member)
         self._topic.notify()
+        self._topic.progress.set()
 
 
 class MemoryBus:
@@ -305,10 +320,15 @@ class MemoryBus:
     consumers' ``fetch`` returns [] at once.
     """
 
-    def __init__(self, *, max_retained: int = DEFAULT_MAX_RETAINED) -> None:
+    def __init__(
+        self, *, max_retained: int = DEFAULT_MAX_RETAINED, max_lag: int | None = None
+    ) -> None:
         if max_retained < 1:
             raise ValueError("max_retained must be at least 1")
+        if max_lag is not None and max_lag < 1:
+            raise ValueError("max_lag must be at least 1")
         self._max_retained = max_retained
+        self._max_lag = max_lag
         self._topics: dict[str, _Topic] = {}
         self._closed = False
 
@@ -334,13 +354,19 @@ class MemoryBus:
         self._closed = True
         for topic in self._topics.values():
             topic.notify()
+            topic.progress.set()
         self._topics.clear()
 
     async def publish(self, topic: str, key: str, value: bytes) -> None:
-        self._topic(topic).append(((key, value),))
+        await self.publish_many(topic, ((key, value),))
 
     async def publish_many(self, topic: str, items: Sequence[tuple[str, bytes]]) -> None:
         log = self._topic(topic)
+        if self._max_lag is not None:
+            while log.lag() >= self._max_lag and not self.closed:
+                log.progress.clear()
+                await log.progress.wait()
+            log = self._topic(topic)
         if items:
             log.append(items)
 
