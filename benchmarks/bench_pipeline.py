@@ -34,7 +34,7 @@ async def _pipeline(db_path: Path, n_trades: int) -> dict[str, Any]:
     from cryptodesk.domain.interval import Interval
     from cryptodesk.observability.health import HealthRegistry
     from cryptodesk.observability.metrics import Metrics
-    from cryptodesk.runtime import MEMORY_BUS_MAX_LAG, MEMORY_BUS_RETENTION
+    from cryptodesk.runtime import MEMORY_BUS_MAX_LAG, MEMORY_BUS_RETENTION, tune_gc
     from cryptodesk.services.candle_service import CandleService
     from cryptodesk.services.ingest import MarketIngest
 
@@ -53,6 +53,7 @@ async def _pipeline(db_path: Path, n_trades: int) -> dict[str, Any]:
         exchanges=["sim"], symbols=SYMBOLS, intervals=[Interval.parse(i) for i in INTERVALS],
         grace_ms=2000, batch_size=2000, recent_candles=1000,
     )  # fmt: skip
+    tune_gc()  # as cryptodesk serve does
     stop = asyncio.Event()
     started = time.perf_counter()
     compute_task = asyncio.create_task(compute.run(stop))

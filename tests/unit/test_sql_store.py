@@ -6,6 +6,7 @@ import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,7 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
 
 
-async def migrated_store(path: Path, **kwargs: int) -> SqlMarketStore:
+async def migrated_store(path: Path, **kwargs: Any) -> SqlMarketStore:
     url = sqlite_url(path)
     await asyncio.to_thread(migrate.upgrade, url)
     return SqlMarketStore(create_engine(url), **kwargs)
@@ -39,6 +40,16 @@ class TestSqliteStoreSmallChunks(StoreContract):
     @pytest.fixture
     async def store(self, tmp_path: Path) -> AsyncIterator[SqlMarketStore]:
         store = await migrated_store(tmp_path / "store.db", chunk_rows=3)
+        yield store
+        await store.close()
+
+
+class TestSqliteStoreThroughDriverThread(StoreContract):
+    """Writes through aiosqlite as on PostgreSQL (no inline connection), small chunks."""
+
+    @pytest.fixture
+    async def store(self, tmp_path: Path) -> AsyncIterator[SqlMarketStore]:
+        store = await migrated_store(tmp_path / "store.db", chunk_rows=3, inline_sqlite=False)
         yield store
         await store.close()
 
@@ -187,5 +198,23 @@ async def test_iter_trades_rejects_a_zero_batch(tmp_path: Path) -> None:
     try:
         with pytest.raises(ValueError, match="batch_size"):
             _ = [b async for b in store.iter_trades("sim", start=0, batch_size=0)]
+    finally:
+        await store.close()
+
+
+async def test_inline_writes_fail_cleanly_and_recover(tmp_path: Path) -> None:
+    """A failed inline write rolls back: the connection is usable once the cause is fixed."""
+    path = tmp_path / "later.db"
+    url = sqlite_url(path)
+    store = SqlMarketStore(create_engine(url))
+    try:
+        with pytest.raises(StorageError):
+            await store.insert_trades([trade("1", T0)])
+        with pytest.raises(StorageError):
+            await store.upsert_candles([candle(T0)])
+        await asyncio.to_thread(migrate.upgrade, url)
+        assert await store.insert_trades([trade("1", T0)]) == [trade("1", T0)]
+        await store.upsert_candles([candle(T0)])
+        assert await store.count_candles() == 1
     finally:
         await store.close()

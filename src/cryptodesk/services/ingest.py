@@ -24,6 +24,7 @@ from cryptodesk.observability.metrics import Metrics
 from cryptodesk.services import cache_keys
 
 log = structlog.get_logger(__name__)
+YIELD_EVERY = 500  # events published between forced yields to the event loop
 
 
 @runtime_checkable
@@ -57,9 +58,16 @@ class MarketIngest:
         )
         log.info("ingest started", exchange=self._source.exchange, symbols=self._symbols)
         if isinstance(self._source, CombinedSource):
+            since_yield = 0
             async for trades, books in self._source.watch_all():
                 await self._publish_trades(trades)
                 await self._publish_books(books)
+                since_yield += len(trades) + 1
+                if since_yield >= YIELD_EVERY:
+                    # A source catching up hands over queued batches without ever
+                    # suspending; let database round trips and requests run too.
+                    since_yield = 0
+                    await asyncio.sleep(0)
             return
         async with asyncio.TaskGroup() as tg:
             for symbol in self._symbols:

@@ -7,6 +7,19 @@ shape once per store (the dialect decides the ``ON CONFLICT`` and placeholder
 syntax) and the per-row cost is only building a parameter tuple. RETURNING
 reports exactly the rows the database accepted, which is what makes a
 redelivered trade invisible to the candle builder.
+
+Duplicates are rare (they come only from redelivery after a crash), so a batch
+is first inserted without RETURNING: when the row count says every trade was
+new, the per-row result handling is skipped (about a third of the insert's cost).
+Otherwise the transaction is rolled back and redone with RETURNING.
+
+On a SQLite file, trade inserts run on a plain ``sqlite3`` connection in the
+calling thread instead of aiosqlite's worker thread. The embedded pipeline is
+CPU-bound in one process, and a worker thread has to win the GIL back from the
+event loop for every statement: measured on 2 cores with the simulator
+running, 43,000 rows/s through a thread against 227,000 rows/s inline. The
+price is that a 2,000-row batch holds the event loop for about 8 ms.
+PostgreSQL (asyncpg) stays fully asynchronous.
 """
 
 from __future__ import annotations
@@ -23,7 +36,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cryptodesk.adapters.db.engine import StorageError, storage_error
+from cryptodesk.adapters.db.engine import (
+    SQLITE_PRAGMAS,
+    StorageError,
+    sqlite_path,
+    storage_error,
+)
 from cryptodesk.adapters.db.models import candles as candles_table
 from cryptodesk.adapters.db.models import trades as trades_table
 from cryptodesk.domain.market import Candle, Trade
@@ -90,7 +108,9 @@ def _candle(row: AnyRow) -> Candle:
 class SqlMarketStore:
     """The market-data store on one AsyncEngine; see ``MarketStore`` for the contract."""
 
-    def __init__(self, engine: AsyncEngine, *, chunk_rows: int = TRADE_CHUNK_ROWS) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, chunk_rows: int = TRADE_CHUNK_ROWS, inline_sqlite: bool = True
+    ) -> None:
         dialect = engine.dialect.name
         if dialect not in _DIALECTS:
             raise StorageError(f"unsupported database {dialect!r}: use SQLite or PostgreSQL")
@@ -98,7 +118,14 @@ class SqlMarketStore:
             raise ValueError("chunk_rows must be >= 1")
         self._engine = engine
         self._chunk_rows = chunk_rows
-        self._trade_sql: dict[int, str] = {}
+        self._trade_sql: dict[tuple[int, bool], str] = {}
+        self._sqlite_file = (
+            sqlite_path(engine.url.render_as_string(hide_password=False))
+            if dialect == "sqlite" and inline_sqlite
+            else None
+        )
+        self._inline: sqlite3.Connection | None = None
+        self._candle_sql: tuple[str, list[str]] | None = None
 
     @property
     def engine(self) -> AsyncEngine:
@@ -117,16 +144,18 @@ class SqlMarketStore:
         except (SQLAlchemyError, sqlite3.Error, OSError) as exc:
             raise storage_error(exc, self._engine.url) from exc
 
-    def _insert_trades_sql(self, rows: int) -> str:
+    def _insert_trades_sql(self, rows: int, *, returning: bool = True) -> str:
         """Driver-level SQL for a ``rows``-row insert, compiled by the engine's dialect."""
-        sql = self._trade_sql.get(rows)
+        sql = self._trade_sql.get((rows, returning))
         if sql is None:
             blank = dict.fromkeys(_TRADE_COLUMNS)
+            insert = self._insert(trades_table).values([blank] * rows).on_conflict_do_nothing()
             stmt = (
-                self._insert(trades_table)
-                .values([blank] * rows)
-                .on_conflict_do_nothing()
-                .returning(trades_table.c.exchange, trades_table.c.symbol, trades_table.c.trade_id)
+                insert.returning(
+                    trades_table.c.exchange, trades_table.c.symbol, trades_table.c.trade_id
+                )
+                if returning
+                else insert
             )
             compiled = stmt.compile(dialect=self._engine.dialect)
             # Parameters are passed positionally in row-major order; make sure the
@@ -134,7 +163,7 @@ class SqlMarketStore:
             expected = [f"{col}_m{i}" for i in range(rows) for col in _TRADE_COLUMNS]
             if list(compiled.positiontup or ()) != expected:
                 raise StorageError(f"{self._engine.dialect.name}: unexpected insert layout")
-            sql = self._trade_sql[rows] = str(compiled)
+            sql = self._trade_sql[(rows, returning)] = str(compiled)
         return sql
 
     # ---- writes ---------------------------------------------------------------------
@@ -150,19 +179,81 @@ class SqlMarketStore:
         if not unique:
             return []
         pending = list(unique.values())
-        accepted: set[tuple[Any, ...]] = set()
         with self._errors():
+            if self._sqlite_file is not None:
+                new_keys = self._insert_inline(pending)
+                if new_keys is None:
+                    return pending
+                return [t for key, t in unique.items() if key in new_keys]
+            if await self._insert_all_new(pending):
+                return pending
+            accepted: set[tuple[Any, ...]] = set()
             async with self._engine.begin() as conn:
-                start = 0
-                for size in _chunk_sizes(len(pending), self._chunk_rows):
-                    chunk = pending[start : start + size]
-                    start += size
+                for chunk in self._chunks(pending):
                     params = tuple(chain.from_iterable(map(_trade_values, chunk)))
-                    result = await conn.exec_driver_sql(self._insert_trades_sql(size), params)
+                    result = await conn.exec_driver_sql(self._insert_trades_sql(len(chunk)), params)
                     accepted.update(map(tuple, result))
         if len(accepted) == len(pending):
             return pending
         return [t for key, t in unique.items() if key in accepted]
+
+    def _inline_connection(self) -> sqlite3.Connection:
+        if self._inline is None:
+            assert self._sqlite_file is not None
+            con = sqlite3.connect(self._sqlite_file, isolation_level=None, check_same_thread=False)
+            for pragma in SQLITE_PRAGMAS:
+                con.execute(pragma)
+            self._inline = con
+        return self._inline
+
+    def _insert_inline(self, pending: list[Trade]) -> set[tuple[Any, ...]] | None:
+        """Insert on the inline SQLite connection; None when every trade was new,
+        else the keys of those that were."""
+        con = self._inline_connection()
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            inserted = 0
+            for chunk in self._chunks(pending):
+                params = tuple(chain.from_iterable(map(_trade_values, chunk)))
+                sql = self._insert_trades_sql(len(chunk), returning=False)
+                inserted += con.execute(sql, params).rowcount
+            if inserted == len(pending):
+                con.execute("COMMIT")
+                return None
+            con.execute("ROLLBACK")
+            con.execute("BEGIN IMMEDIATE")
+            accepted: set[tuple[Any, ...]] = set()
+            for chunk in self._chunks(pending):
+                params = tuple(chain.from_iterable(map(_trade_values, chunk)))
+                accepted.update(con.execute(self._insert_trades_sql(len(chunk)), params))
+            con.execute("COMMIT")
+            return accepted
+        except BaseException:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise
+
+    def _chunks(self, trades: list[Trade]) -> Iterator[list[Trade]]:
+        start = 0
+        for size in _chunk_sizes(len(trades), self._chunk_rows):
+            yield trades[start : start + size]
+            start += size
+
+    async def _insert_all_new(self, pending: list[Trade]) -> bool:
+        """Insert without RETURNING; commit and say True only if no row was a duplicate."""
+        async with self._engine.connect() as conn:
+            trans = await conn.begin()
+            inserted = 0
+            for chunk in self._chunks(pending):
+                params = tuple(chain.from_iterable(map(_trade_values, chunk)))
+                sql = self._insert_trades_sql(len(chunk), returning=False)
+                result = await conn.exec_driver_sql(sql, params)
+                inserted += result.rowcount
+            if inserted == len(pending):
+                await trans.commit()
+                return True
+            await trans.rollback()
+            return False
 
     async def upsert_candles(self, candles: Sequence[Candle]) -> None:
         """Insert or replace candles by natural key; the last of duplicates wins."""
@@ -178,13 +269,30 @@ class SqlMarketStore:
         stmt = self._insert(candles_table)
         # PostgreSQL rejects an upsert touching one row twice; the dedupe above
         # prevents that, and makes SQLite behave the same.
-        stmt = stmt.on_conflict_do_update(
+        upsert = stmt.on_conflict_do_update(
             index_elements=[candles_table.c[name] for name in _CANDLE_KEY],
             set_={name: stmt.excluded[name] for name in _CANDLE_VALUES},
         )
         with self._errors():
+            if self._sqlite_file is not None:
+                self._upsert_inline(upsert, rows)
+                return
             async with self._engine.begin() as conn:
-                await conn.execute(stmt, rows)
+                await conn.execute(upsert, rows)
+
+    def _upsert_inline(self, stmt: Any, rows: list[dict[str, Any]]) -> None:
+        if self._candle_sql is None:
+            compiled = stmt.compile(dialect=self._engine.dialect)
+            self._candle_sql = (str(compiled), list(compiled.positiontup or ()))
+        sql, names = self._candle_sql
+        con = self._inline_connection()
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            con.executemany(sql, [tuple(row[n] for n in names) for row in rows])
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
 
     # ---- reads ----------------------------------------------------------------------
 
@@ -305,4 +413,7 @@ class SqlMarketStore:
                     await conn.execute(select(table.c.exchange).limit(1))
 
     async def close(self) -> None:
+        if self._inline is not None:
+            self._inline.close()
+            self._inline = None
         await self._engine.dispose()
