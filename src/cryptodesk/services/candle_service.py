@@ -11,7 +11,7 @@ candle of each series.
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 
 import structlog
@@ -190,8 +190,10 @@ class CandleService:
                     watermark=self._builders[exchange].watermark,
                 )
         if len(new) < len(trades):
-            for t in _duplicates(trades, new):
-                self._metrics.trades_duplicate.labels(t.exchange).inc()
+            seen = Counter(t.exchange for t in trades)
+            seen.subtract(t.exchange for t in new)
+            for exchange, duplicates in seen.items():
+                self._metrics.trades_duplicate.labels(exchange).inc(duplicates)
         if finalized:
             await retry_forever(
                 lambda: self._timed_upsert(finalized),
@@ -317,8 +319,3 @@ class CandleService:
             items[cache_keys.ticker(exchange, symbol)] = codec.encode_ticker(ticker)
         if items:
             await self._cache.set_many(items)
-
-
-def _duplicates(trades: Sequence[Trade], new: Sequence[Trade]) -> list[Trade]:
-    fresh = {(t.exchange, t.symbol, t.id) for t in new}
-    return [t for t in trades if (t.exchange, t.symbol, t.id) not in fresh]
