@@ -73,9 +73,18 @@ async def _pipeline(db_path: Path, n_trades: int) -> dict[str, Any]:
             "seconds": elapsed}  # fmt: skip
 
 
+def peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM). Not getrusage: Linux carries ru_maxrss over
+    from the parent across fork + exec, so a child of a big runner would inherit its peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux
+
+
 def _child(db_path: str, n_trades: int) -> None:
     result = asyncio.run(_pipeline(Path(db_path), n_trades))
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(result))
 
 

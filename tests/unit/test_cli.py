@@ -9,14 +9,7 @@ from cryptodesk.cli import app
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch, tmp_path):
-    import os
-
-    for key in list(os.environ):
-        if key.startswith("CRYPTODESK_"):
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def test_version():

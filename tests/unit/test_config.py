@@ -2,15 +2,7 @@ import pytest
 
 from cryptodesk.config import Settings, SettingsError, load_settings, mask_url
 
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch, tmp_path):
-    import os
-
-    for key in list(os.environ):
-        if key.startswith("CRYPTODESK_"):
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def test_embedded_defaults():
