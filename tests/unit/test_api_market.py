@@ -250,3 +250,13 @@ async def test_openapi_document_is_complete():
     schemas = doc["components"]["schemas"]
     assert schemas["CandleOut"]["properties"]["close"]["examples"] == ["67012.35"]
     assert "HTTPValidationError" not in schemas
+
+
+def test_volumes_are_shown_without_float_noise():
+    from cryptodesk.api.schemas import volume_str
+
+    noisy = 0.1 + 0.2  # 0.30000000000000004
+    assert volume_str(noisy) == "0.3"
+    assert volume_str(2.190990000000001) == "2.19099"
+    assert volume_str(0.00000001) == "0.00000001"
+    assert volume_str(146826.4034176) == "146826.4034176"

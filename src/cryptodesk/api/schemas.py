@@ -33,6 +33,16 @@ def decimal_str(value: float) -> str:
     return text
 
 
+# Volumes are float sums of many trade amounts and pick up binary noise in the
+# last bits (2.19099 + ... = 2.190990000000001). Ten decimal places is finer than
+# any exchange's amount or price precision, so rounding there shows the exact sum.
+VOLUME_DECIMALS = 10
+
+
+def volume_str(value: float) -> str:
+    return decimal_str(round(value, VOLUME_DECIMALS))
+
+
 def optional_decimal(value: float | None) -> str | None:
     return None if value is None or not math.isfinite(value) else decimal_str(value)
 
@@ -97,8 +107,8 @@ class TickerOut(_Model):
             open_24h=optional_decimal(t.open_24h),
             high_24h=optional_decimal(t.high_24h),
             low_24h=optional_decimal(t.low_24h),
-            volume_24h=decimal_str(t.volume_24h),
-            quote_volume_24h=decimal_str(t.quote_volume_24h),
+            volume_24h=volume_str(t.volume_24h),
+            quote_volume_24h=volume_str(t.quote_volume_24h),
             change_24h=optional_decimal(t.change_24h),
         )
 
@@ -128,8 +138,8 @@ class CandleOut(_Model):
             high=decimal_str(c.high),
             low=decimal_str(c.low),
             close=decimal_str(c.close),
-            volume=decimal_str(c.volume),
-            quote_volume=decimal_str(c.quote_volume),
+            volume=volume_str(c.volume),
+            quote_volume=volume_str(c.quote_volume),
             trades=c.trades,
             closed=c.closed,
         )
