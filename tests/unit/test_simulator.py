@@ -5,13 +5,8 @@ from contextlib import aclosing
 import numpy as np
 import pytest
 
-from cryptodesk.adapters.exchanges.sim_model import (
-    ASSETS,
-    LatentProcess,
-    SimModel,
-    market_for,
-    start_price,
-)
+from cryptodesk.adapters.exchanges.sim_assets import ASSETS, market_for, start_price
+from cryptodesk.adapters.exchanges.sim_model import LatentProcess, SimModel
 from cryptodesk.adapters.exchanges.simulator import SimulatedExchange
 from cryptodesk.domain.market import OrderBook, Trade
 
