@@ -3,12 +3,14 @@
 # Each line: a command to look for, then the package that provides it.
 set -euo pipefail
 needed=(
-  # "redis-server redis-server"   (the production-infrastructure suite adds its servers here)
+  "initdb postgresql"
+  "redis-server redis-server"
 )
 missing=()
 for entry in "${needed[@]}"; do
   cmd=${entry%% *}; pkg=${entry#* }
-  command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+  command -v "$cmd" >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/$cmd" >/dev/null \
+    || missing+=("$pkg")
 done
 if ((${#missing[@]})); then
   echo "installing system packages: ${missing[*]}"
