@@ -23,11 +23,13 @@ from pydantic_settings import (
 from cryptodesk.domain.errors import DomainError
 from cryptodesk.domain.interval import parse_intervals
 from cryptodesk.domain.symbol import Symbol
+from cryptodesk.domain.timeutil import parse_time
 
 ENV_PREFIX = "CRYPTODESK_"
 _EXCHANGE_ID = re.compile(r"^[a-z][a-z0-9_]{1,31}$")
 _URL_SCHEMES = {
     "database_url": ("sqlite+aiosqlite", "postgresql+asyncpg"),
+    "database_read_url": ("sqlite+aiosqlite", "postgresql+asyncpg"),
     "cache_url": ("memory", "redis", "rediss"),
     "bus_url": ("memory", "redis", "rediss", "kafka"),
 }
@@ -54,13 +56,43 @@ class Settings(BaseSettings):
     database_url: str = Field(
         "", description="SQLAlchemy async URL; empty means SQLite in DATA_DIR."
     )
+    database_read_url: str = Field(
+        "", description="Optional replica URL for analytics reads; empty = DATABASE_URL."
+    )
+    db_pool_size: int = Field(10, ge=1, le=1000, description="Connections kept per process.")
+    db_max_overflow: int = Field(10, ge=0, le=1000, description="Extra connections under load.")
+    db_pool_timeout: float = Field(10.0, gt=0, le=600, description="Seconds to wait for one.")
+    db_connect_timeout: float = Field(10.0, gt=0, le=600, description="Seconds to connect.")
+    db_statement_timeout_ms: int = Field(
+        30_000, ge=0, le=3_600_000, description="PostgreSQL statement_timeout (0 = none)."
+    )
     cache_url: str = Field("memory://", description="memory:// or redis://host:port/db")
+    cache_key_prefix: str = Field("cryptodesk:", description="Prefix of every Redis key.")
     bus_url: str = Field("memory://", description="memory://, redis://... or kafka://h1:9092,...")
+    bus_topic_prefix: str = Field(
+        "cryptodesk.", description="Prefix of Kafka topics / Redis streams."
+    )
+    bus_partitions: int = Field(6, ge=1, le=10_000, description="Kafka partitions per topic.")
+    bus_replication: int = Field(1, ge=1, le=10, description="Kafka replication factor.")
+    bus_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
+        "none", description="Kafka producer compression."
+    )
+    bus_stream_maxlen: int = Field(
+        1_000_000, ge=1000, description="Redis Streams: approximate MAXLEN per stream."
+    )
+    bus_claim_idle_ms: int = Field(
+        30_000, ge=0, description="Redis Streams: reclaim a dead consumer's messages after this."
+    )
     exchanges: CommaList = Field(["sim"], description="Exchange ids: sim or ccxt ids.")
     symbols: CommaList = Field(["BTC/USDT", "ETH/USDT", "SOL/USDT"], description="BASE/QUOTE")
     intervals: CommaList = Field(["1m", "5m", "15m", "1h", "4h", "1d"], description="Candles")
     sim_speed: float = Field(1.0, gt=0, description="Simulated seconds per real second.")
     sim_seed: int = Field(42, ge=0, description="Seed of the simulated exchange.")
+    sim_start: str = Field(
+        "",
+        description="Fixed start of the simulated timeline (ISO 8601 or epoch ms); a restart "
+        "then continues the same stream. Empty: a new timeline from now on every start.",
+    )
     sim_book_interval_ms: int = Field(1000, ge=10, description="Sim time between book snapshots.")
     candle_grace_ms: int = Field(
         2000, ge=0, le=600_000, description="Event-time wait after an interval before it closes."
@@ -89,6 +121,16 @@ class Settings(BaseSettings):
         toml_path = Path(os.environ.get(f"{ENV_PREFIX}CONFIG", "cryptodesk.toml"))
         toml = TomlConfigSettingsSource(settings_cls, toml_file=toml_path)
         return (init_settings, env_settings, toml)
+
+    @field_validator("sim_start")
+    @classmethod
+    def _sim_start(cls, value: str) -> str:
+        if value.strip():
+            try:
+                parse_time(value, field="sim_start")
+            except DomainError as exc:
+                raise ValueError(str(exc)) from None
+        return value.strip()
 
     @field_validator("exchanges", mode="before")
     @classmethod
@@ -125,15 +167,16 @@ class Settings(BaseSettings):
         except DomainError as exc:
             raise ValueError(str(exc)) from None
 
-    @field_validator("database_url", "cache_url", "bus_url")
+    @field_validator("database_url", "database_read_url", "cache_url", "bus_url")
     @classmethod
     def _url_scheme(cls, value: str, info: Any) -> str:
-        if info.field_name == "database_url" and value == "":
+        if info.field_name in ("database_url", "database_read_url") and value == "":
             return value
         scheme = value.split("://", 1)[0] if "://" in value else ""
         allowed = _URL_SCHEMES[info.field_name]
         if scheme not in allowed:
             raise ValueError(f"scheme must be one of {', '.join(s + '://' for s in allowed)}")
+        _check_url(scheme, value)
         return value
 
     @model_validator(mode="after")
@@ -157,6 +200,29 @@ class Settings(BaseSettings):
                 value = str(value)
             out[name] = value
         return out
+
+
+_HOST_PORT = re.compile(r"^[A-Za-z0-9._-]+:[0-9]{1,5}$")
+
+
+def _check_url(scheme: str, value: str) -> None:
+    """Reject URLs that cannot be right before anything tries to connect."""
+    rest = value.split("://", 1)[1]
+    if scheme == "kafka":
+        hosts = rest.rstrip("/").split(",")
+        bad = [h for h in hosts if not _HOST_PORT.match(h) or not 0 < int(h.rsplit(":")[1]) < 65536]
+        if bad:
+            raise ValueError(f"expected kafka://host:port[,host:port...], got {', '.join(bad)!r}")
+    elif scheme in ("redis", "rediss", "postgresql+asyncpg"):
+        parts = urlsplit(value)
+        try:
+            port = parts.port
+        except ValueError:
+            raise ValueError(f"invalid port in {mask_url(value)!r}") from None
+        if not parts.hostname:
+            raise ValueError(f"no host in {mask_url(value)!r}")
+        if port == 0:
+            raise ValueError(f"invalid port in {mask_url(value)!r}")
 
 
 def mask_url(url: str) -> str:

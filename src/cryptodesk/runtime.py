@@ -15,7 +15,7 @@ import errno
 import gc
 import signal
 import socket
-from collections.abc import Generator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,9 +34,9 @@ from cryptodesk.adapters.db.sql_store import SqlMarketStore
 from cryptodesk.adapters.exchanges.base import MarketDataSource
 from cryptodesk.adapters.exchanges.simulator import SimulatedExchange
 from cryptodesk.api.app import create_app
-from cryptodesk.config import Settings
+from cryptodesk.config import Settings, mask_url
 from cryptodesk.domain.interval import Interval
-from cryptodesk.domain.timeutil import now_ms
+from cryptodesk.domain.timeutil import now_ms, parse_time
 from cryptodesk.observability.health import HealthRegistry
 from cryptodesk.observability.metrics import Metrics
 from cryptodesk.services.book_service import BookService
@@ -50,6 +50,7 @@ ROLES = ("api", "ingest", "compute")
 # and makes publishers wait while a consumer group is this far behind.
 MEMORY_BUS_RETENTION = 100_000
 MEMORY_BUS_MAX_LAG = 20_000
+STARTUP_PING_SECONDS = 10.0
 GC_THRESHOLDS = (10_000, 20, 50)  # CPython 3.11 defaults to (700, 10, 10)
 
 
@@ -84,31 +85,64 @@ def parse_roles(text: str) -> frozenset[str]:
 
 
 def make_cache(settings: Settings) -> Cache:
-    if settings.cache_url.startswith("memory://"):
+    url = settings.cache_url
+    if url.startswith("memory://"):
         return MemoryCache()
-    raise StartupError(
-        f"CRYPTODESK_CACHE_URL: {settings.cache_url.split('://')[0]}:// is not supported yet; "
-        "use memory://"
-    )
+    from cryptodesk.adapters.cache.redis import RedisCache
+
+    return RedisCache.from_url(url, key_prefix=settings.cache_key_prefix)
 
 
 def make_bus(settings: Settings) -> Bus:
-    if settings.bus_url.startswith("memory://"):
+    url = settings.bus_url
+    if url.startswith("memory://"):
         return MemoryBus(max_retained=MEMORY_BUS_RETENTION, max_lag=MEMORY_BUS_MAX_LAG)
-    raise StartupError(
-        f"CRYPTODESK_BUS_URL: {settings.bus_url.split('://')[0]}:// is not supported yet; "
-        "use memory://"
+    if url.startswith("kafka://"):
+        from cryptodesk.adapters.bus.kafka import KafkaBus
+
+        return KafkaBus.from_url(
+            url,
+            topic_prefix=settings.bus_topic_prefix,
+            partitions=settings.bus_partitions,
+            replication=settings.bus_replication,
+            compression=None if settings.bus_compression == "none" else settings.bus_compression,
+        )
+    from cryptodesk.adapters.bus.redis_streams import RedisStreamsBus
+
+    return RedisStreamsBus.from_url(
+        url,
+        stream_prefix=settings.bus_topic_prefix,
+        maxlen=settings.bus_stream_maxlen,
+        claim_idle_ms=settings.bus_claim_idle_ms,
     )
 
 
-def make_source(exchange: str, settings: Settings, *, start_ms: int) -> MarketDataSource:
+async def reachable(setting: str, url: str, ping: Callable[[], Awaitable[None]]) -> None:
+    """Ping a dependency at start-up, or fail with one line naming the setting."""
+    try:
+        async with asyncio.timeout(STARTUP_PING_SECONDS):
+            await ping()
+    except Exception as exc:
+        cause = str(exc) or type(exc).__name__
+        raise StartupError(f"{setting}: cannot reach {mask_url(url)}: {cause}") from None
+
+
+def make_source(exchange: str, settings: Settings, *, last_ts: int | None) -> MarketDataSource:
+    """``last_ts``: the newest stored trade of ``exchange``, where a restart resumes."""
     if exchange == "sim":
+        if settings.sim_start:
+            # A fixed timeline: regenerate it and continue after what is stored.
+            start, resume = parse_time(settings.sim_start, field="sim_start"), last_ts
+        else:
+            # A new timeline from now, after anything stored (ids never collide).
+            start, resume = max(now_ms(), (last_ts or 0) + 1), None
         return SimulatedExchange(
             settings.symbols,
             seed=settings.sim_seed,
             speed=settings.sim_speed,
-            start_ms=start_ms,
+            start_ms=start,
             book_interval_ms=settings.sim_book_interval_ms,
+            resume_after_ms=resume,
         )
     raise StartupError(f"CRYPTODESK_EXCHANGES: exchange {exchange!r} is not supported yet; use sim")
 
@@ -179,7 +213,8 @@ class Runtime:
         store = await open_store(s, migrate_first=s.is_embedded_db)
         cache = make_cache(s)
         bus = make_bus(s)
-        await bus.start()
+        await reachable("CRYPTODESK_CACHE_URL", s.cache_url, cache.ping)
+        await reachable("CRYPTODESK_BUS_URL", s.bus_url, bus.start)
         health.register("database", store.ping)
         health.register("cache", cache.ping)
         health.register("bus", bus.ping)
@@ -205,9 +240,7 @@ class Runtime:
             if "ingest" in self.roles:
                 for exchange in s.exchanges:
                     last = await store.last_trade_ts(exchange)
-                    # Resume the simulated timeline where the stored one ends.
-                    start = max(now_ms(), (last or 0) + 1)
-                    source = make_source(exchange, s, start_ms=start)
+                    source = make_source(exchange, s, last_ts=last)
                     ingest = MarketIngest(source, bus, cache, self.metrics, symbols=s.symbols)
                     ingests.append(ingest)
                     tasks[f"ingest:{exchange}"] = asyncio.create_task(ingest.run())

@@ -91,3 +91,34 @@ def test_masking_hides_passwords_only():
     shown = s.masked()
     assert "s3cret" not in str(shown)
     assert shown["cache_url"] == "redis://:***@c/0"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "fragment"),
+    [
+        ("BUS_URL", "kafka://", "expected kafka://host:port"),
+        ("BUS_URL", "kafka://h1:9092,h2", "'h2'"),
+        ("BUS_URL", "kafka://h1:99999", "'h1:99999'"),
+        ("CACHE_URL", "redis://localhost:notaport/0", "invalid port"),
+        ("CACHE_URL", "redis://:pw@/0", "no host"),
+        ("DATABASE_URL", "postgresql+asyncpg://u:secret@db:0/x", "invalid port"),
+        ("DATABASE_READ_URL", "mysql://replica/x", "CRYPTODESK_DATABASE_READ_URL"),
+    ],
+)
+def test_malformed_urls_are_rejected_without_leaking_secrets(monkeypatch, name, value, fragment):
+    monkeypatch.setenv(f"CRYPTODESK_{name}", value)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert fragment in str(info.value)
+    assert f"CRYPTODESK_{name}" in str(info.value)
+    assert "secret" not in str(info.value)
+
+
+def test_production_urls_are_accepted(monkeypatch):
+    monkeypatch.setenv("CRYPTODESK_BUS_URL", "kafka://k1:9092,k2.internal:9093")
+    monkeypatch.setenv("CRYPTODESK_CACHE_URL", "redis://:pw@cache:6379/1")
+    monkeypatch.setenv("CRYPTODESK_DATABASE_URL", "postgresql+asyncpg://app:pw@db:5432/desk")
+    monkeypatch.setenv("CRYPTODESK_DATABASE_READ_URL", "postgresql+asyncpg://app:pw@replica/desk")
+    s = load_settings()
+    assert s.bus_url == "kafka://k1:9092,k2.internal:9093"
+    assert not s.is_embedded_db

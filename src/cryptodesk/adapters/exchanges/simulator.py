@@ -58,7 +58,8 @@ class SimulatedExchange:
 
     ``speed`` is simulated seconds per real second (``math.inf``: as fast as
     possible). ``start_ms`` defaults to now, so simulated timestamps track the
-    wall clock at ``speed=1``.
+    wall clock at ``speed=1``. ``resume_after_ms`` continues a fixed timeline
+    (same seed and ``start_ms``) after a restart instead of starting a new one.
     """
 
     def __init__(
@@ -72,6 +73,7 @@ class SimulatedExchange:
         exchange: str = "sim",
         trade_rates: Mapping[str, float] | None = None,
         queue_size: int = 1024,
+        resume_after_ms: int | None = None,
     ) -> None:
         if not speed > 0:  # also rejects NaN
             raise ValueError(f"speed must be > 0 simulated seconds per real second, got {speed}")
@@ -87,6 +89,14 @@ class SimulatedExchange:
             exchange=exchange,
             trade_rates=trade_rates,
         )
+        if resume_after_ms is not None:
+            # Regenerate the timeline silently up to the step holding resume_after_ms:
+            # the same seed and start give the same trades, so a restarted process
+            # continues the stream it was publishing (what it republishes from that
+            # step on is deduplicated by the store's natural keys).
+            model = self._model
+            while model.now_ms + model.step_ms <= resume_after_ms:
+                model.step()
         self._speed = float(speed)
         self._queue_size = queue_size
         self._trade_feeds: dict[str, set[_Feed[list[Trade]]]] = {
