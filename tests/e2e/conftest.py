@@ -70,17 +70,21 @@ class Server:
         return self.log_path.read_text()
 
 
-def start_server(data_dir: Path, log_path: Path, **settings: str) -> Server:
-    port = free_port()
-    env = base_env(data_dir, CRYPTODESK_PORT=str(port), **settings)
-    log = log_path.open("a")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cryptodesk", "serve"],
+def start_process(log_path: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    """``cryptodesk serve ARGS`` in the background, output to ``log_path``."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "cryptodesk", "serve", *args],
         env=env,
-        stdout=log,
+        stdout=log_path.open("a"),
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def start_server(data_dir: Path, log_path: Path, **settings: str) -> Server:
+    port = free_port()
+    env = base_env(data_dir, CRYPTODESK_PORT=str(port), **settings)
+    proc = start_process(log_path, env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from cryptodesk.adapters.bus.memory import MemoryBus
@@ -76,6 +78,7 @@ async def drain(service: CandleService) -> None:
 async def test_trades_become_stored_candles_cache_tickers_and_bus_events(store):
     env = Env(store)
     candles_out = env.bus.consumer("candles", group="test")
+    dead_out = env.bus.consumer("deadletter", group="test")
     book = OrderBook("sim", "BTC/USDT", T0, ((99.0, 1.0),), ((101.0, 1.0),), 1)
     await env.cache.set(cache_keys.book("sim", "BTC/USDT"), codec.encode_book(book))
     await env.publish(
@@ -109,6 +112,14 @@ async def test_trades_become_stored_candles_cache_tickers_and_bus_events(store):
 
     events = await candles_out.fetch(10, timeout=0.1)
     assert [codec.decode_candle(m.value) for m in events] == stored
+    dead = await dead_out.fetch(10, timeout=0.1)
+    assert len(dead) == 1
+    letter = msgspec.json.decode(dead[0].value)
+    assert letter["topic"] == "trades"
+    assert letter["key"] == "sim:BTC/USDT"
+    assert base64.b64decode(letter["value_b64"]) == b"not json"
+    assert letter["reason"].startswith("undecodable trade")
+    assert env.sample("cryptodesk_dead_letters_total", topic="trades") == 1
 
     # A trade for the finalized minute is late: stored, counted, never in the candle.
     await env.publish(tr(5, T0 + 10_000, 500.0))
@@ -189,9 +200,11 @@ async def test_book_service_keeps_the_newest_book_per_market():
         "orderbooks", [("sim:ETH/USDT", codec.encode_book(b)) for b in reversed(books)]
     )
     await bus.publish("orderbooks", "sim:ETH/USDT", b"{}")
+    dead_out = bus.consumer("deadletter", group="test")
     stop = asyncio.Event()
     stop.set()
     await asyncio.wait_for(BookService(bus, cache, metrics).run(stop), 5)
+    assert [m.key for m in await dead_out.fetch(10, timeout=0.1)] == ["sim:ETH/USDT"]
     cached = codec.decode_book(await cache.get(cache_keys.book("sim", "ETH/USDT")))
     assert cached == books[-1]
 

@@ -56,6 +56,12 @@ class Metrics:
             ["exchange", "symbol"],
             registry=r,
         )
+        self.dead_letters = Counter(
+            "cryptodesk_dead_letters_total",
+            "Undecodable bus messages moved to the deadletter topic, per source topic.",
+            ["topic"],
+            registry=r,
+        )
         self.cache_hits = Counter(
             "cryptodesk_cache_hits_total", "Reads served by the cache.", ["kind"], registry=r
         )

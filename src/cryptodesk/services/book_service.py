@@ -17,6 +17,8 @@ from cryptodesk.domain.errors import DomainError
 from cryptodesk.domain.market import OrderBook
 from cryptodesk.observability.metrics import Metrics
 from cryptodesk.services import cache_keys
+from cryptodesk.services.dead_letter import DeadLetters
+from cryptodesk.services.retry import retry_forever
 
 log = structlog.get_logger(__name__)
 
@@ -30,6 +32,7 @@ class BookService:
 
     async def run(self, stop: asyncio.Event) -> None:
         consumer = self._bus.consumer("orderbooks", group=self._group, name=f"{self._group}-1")
+        dead = DeadLetters(self._bus, self._metrics)
         try:
             while True:
                 messages = await consumer.fetch(1000, timeout=0.2)
@@ -42,12 +45,13 @@ class BookService:
                     try:
                         book = codec.decode_book(m.value)
                     except (DomainError, ValueError, KeyError, TypeError) as exc:
-                        log.error("undecodable book skipped", key=m.key, error=str(exc))
+                        dead.add(m, f"undecodable book: {exc}")
                         continue
                     key = cache_keys.book(book.exchange, book.symbol)
                     prev = latest.get(key)
                     if prev is None or book.sequence >= prev.sequence:
                         latest[key] = book
+                await retry_forever(dead.flush, what="publish dead letters")
                 try:
                     await self._cache.set_many({k: codec.encode_book(b) for k, b in latest.items()})
                 except Exception as exc:  # the cache is best effort; the next book replaces it

@@ -29,6 +29,7 @@ from cryptodesk.domain.timeutil import now_ms
 from cryptodesk.observability.health import HealthRegistry
 from cryptodesk.observability.metrics import Metrics
 from cryptodesk.services import cache_keys
+from cryptodesk.services.dead_letter import DeadLetters
 from cryptodesk.services.retry import retry_forever
 
 log = structlog.get_logger(__name__)
@@ -67,6 +68,7 @@ class CandleService:
         self._builders = {ex: CandleBuilder(ex, intervals, grace_ms=grace_ms) for ex in exchanges}
         self._stats: dict[tuple[str, str], RollingTickerStats] = {}
         self._ignored: set[str] = set()
+        self._dead = DeadLetters(bus, metrics)
         self.processed = 0
 
     # ---- start-up -------------------------------------------------------------------
@@ -164,6 +166,7 @@ class CandleService:
 
     async def process(self, messages: Sequence[Message]) -> None:
         trades = self._decode(messages)
+        await retry_forever(self._dead.flush, what="publish dead letters")
         self._metrics.events_consumed.labels("trades", self._group).inc(len(messages))
         new = await retry_forever(
             lambda: self._timed_insert(trades),
@@ -223,7 +226,7 @@ class CandleService:
             try:
                 t = codec.decode_trade(m.value)
             except (DomainError, ValueError, KeyError, TypeError) as exc:
-                log.error("undecodable trade skipped", key=m.key, error=str(exc))
+                self._dead.add(m, f"undecodable trade: {exc}")
                 continue
             if t.exchange not in self._builders or t.symbol not in self._symbols:
                 if m.key not in self._ignored:
