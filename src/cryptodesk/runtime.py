@@ -21,6 +21,7 @@ from pathlib import Path
 
 import structlog
 import uvicorn
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cryptodesk import __version__
 from cryptodesk.adapters.bus.base import Bus
@@ -28,8 +29,8 @@ from cryptodesk.adapters.bus.memory import MemoryBus
 from cryptodesk.adapters.cache.base import Cache
 from cryptodesk.adapters.cache.memory import MemoryCache
 from cryptodesk.adapters.db import migrate
-from cryptodesk.adapters.db.base import MarketStore
 from cryptodesk.adapters.db.engine import StorageError, create_engine
+from cryptodesk.adapters.db.partitions import ensure_partitions
 from cryptodesk.adapters.db.sql_store import SqlMarketStore
 from cryptodesk.adapters.exchanges.base import MarketDataSource
 from cryptodesk.adapters.exchanges.simulator import SimulatedExchange
@@ -43,9 +44,10 @@ from cryptodesk.services.book_service import BookService
 from cryptodesk.services.candle_service import CandleService
 from cryptodesk.services.ingest import MarketIngest
 from cryptodesk.services.market_queries import MarketQueries
+from cryptodesk.services.scheduler import MaintenanceScheduler
 
 log = structlog.get_logger(__name__)
-ROLES = ("api", "ingest", "compute")
+ROLES = ("api", "ingest", "compute", "scheduler")
 # The embedded bus keeps at most this many messages per topic nobody consumes,
 # and makes publishers wait while a consumer group is this far behind.
 MEMORY_BUS_RETENTION = 100_000
@@ -177,11 +179,26 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def open_store(settings: Settings, *, migrate_first: bool) -> MarketStore:
+def engine_for(url: str, settings: Settings) -> AsyncEngine:
+    return create_engine(
+        url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout=settings.db_pool_timeout,
+        connect_timeout=settings.db_connect_timeout,
+        statement_timeout_ms=settings.db_statement_timeout_ms,
+    )
+
+
+async def open_store(
+    settings: Settings, *, migrate_first: bool, url: str | None = None
+) -> SqlMarketStore:
+    """The store at ``url`` (default DATABASE_URL), reachable, or a one-line StartupError."""
+    url = url or settings.database_url
     try:
         if migrate_first:
-            await asyncio.to_thread(migrate.upgrade, settings.database_url)
-        store = SqlMarketStore(create_engine(settings.database_url))
+            await asyncio.to_thread(migrate.upgrade, url)
+        store = SqlMarketStore(engine_for(url, settings))
         await store.ping()
     except StorageError as exc:
         raise StartupError(str(exc)) from None
@@ -216,12 +233,13 @@ class Runtime:
         await reachable("CRYPTODESK_CACHE_URL", s.cache_url, cache.ping)
         await reachable("CRYPTODESK_BUS_URL", s.bus_url, bus.start)
         health.register("database", store.ping)
-        health.register("cache", cache.ping)
+        health.register("cache", cache.ping, required=False)  # reads fall back to the db
         health.register("bus", bus.ping)
         intervals = [Interval.parse(i) for i in s.intervals]
         tune_gc()
 
         tasks: dict[str, asyncio.Task[None]] = {}
+        closing: list[SqlMarketStore] = []
         ingests: list[MarketIngest] = []
         server: _Server | None = None
         exit_code = 0
@@ -237,6 +255,11 @@ class Runtime:
                 tasks["compute"] = asyncio.create_task(candles.run(self.stop_consumers))
                 books = BookService(bus, cache, self.metrics)
                 tasks["books"] = asyncio.create_task(books.run(self.stop_consumers))
+            if "scheduler" in self.roles:
+                engine = store.engine
+                jobs = {"partitions": lambda: ensure_partitions(engine)}
+                scheduler = MaintenanceScheduler(jobs, health)
+                tasks["scheduler"] = asyncio.create_task(scheduler.run(self.stop_consumers))
             if "ingest" in self.roles:
                 for exchange in s.exchanges:
                     last = await store.last_trade_ts(exchange)
@@ -244,9 +267,15 @@ class Runtime:
                     ingest = MarketIngest(source, bus, cache, self.metrics, symbols=s.symbols)
                     ingests.append(ingest)
                     tasks[f"ingest:{exchange}"] = asyncio.create_task(ingest.run())
-            if "api" in self.roles and sock is not None:
+            # Every role answers HTTP (/healthz, /readyz, /metrics for probes and
+            # scraping, and the read API); only "api" processes go behind the balancer.
+            if sock is not None:
+                reads = store
+                if s.database_read_url:  # analytics reads go to the replica
+                    reads = await open_store(s, migrate_first=False, url=s.database_read_url)
+                    closing.append(reads)
                 queries = MarketQueries(
-                    cache, store, self.metrics,
+                    cache, reads, self.metrics,
                     exchanges=s.exchanges, symbols=s.symbols, intervals=s.intervals,
                     cache_recent_candles=s.cache_recent_candles,
                 )  # fmt: skip
@@ -267,6 +296,8 @@ class Runtime:
             await self._shutdown(tasks, ingests, server)
             await bus.close()
             await cache.close()
+            for extra in closing:
+                await extra.close()
             await store.close()
         return exit_code
 
@@ -294,7 +325,9 @@ class Runtime:
             await ingest.close()
         await _settle([t for n, t in tasks.items() if n.startswith("ingest:")], timeout)
         self.stop_consumers.set()
-        await _settle([t for n, t in tasks.items() if n in ("compute", "books")], timeout)
+        await _settle(
+            [t for n, t in tasks.items() if n in ("compute", "books", "scheduler")], timeout
+        )
         if server is not None:
             server.should_exit = True
             await _settle([tasks["api"]], timeout)
@@ -316,7 +349,7 @@ async def _settle(tasks: list[asyncio.Task[None]], timeout: float) -> None:
 
 async def serve(settings: Settings, roles: frozenset[str]) -> int:
     """Entry point of ``cryptodesk serve``; raises StartupError for user mistakes."""
-    sock = bind_socket(settings.host, settings.port) if "api" in roles else None
+    sock = bind_socket(settings.host, settings.port)
     runtime = Runtime(settings, roles)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -31,7 +31,7 @@ def test_two_api_workers_one_ingest_one_compute(tmp_path, postgres_server, redis
     env = base_env(tmp_path / "data", **settings)
     assert run_cli("db", "upgrade", env=env).returncode == 0
     procs = [
-        start_process(tmp_path / f"{role}.log", env, "--roles", role)
+        start_process(tmp_path / f"{role}.log", {**env, "CRYPTODESK_PORT": "0"}, "--roles", role)
         for role in ("compute", "ingest")
     ]
     urls = []

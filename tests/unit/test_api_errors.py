@@ -132,6 +132,27 @@ async def test_cache_outage_is_503_problem():
     async with Harness(cache=BrokenCache()).client() as client:
         r = await client.get("/api/v1/tickers")
     assert_problem(r, 503, "service-unavailable")
+    assert r.headers["cryptodesk-degraded"] == "cache"
+
+
+async def test_cache_outage_candles_come_from_the_db_marked_degraded():
+    candles = [make_candle(i) for i in range(5)]
+    h = Harness(cache=BrokenCache())
+    await h.store.upsert_candles(candles)
+    async with h.client() as client:
+        r = await client.get(
+            "/api/v1/candles", params={"exchange": "sim", "symbol": "BTC/USDT", "interval": "1m"}
+        )
+        assert r.status_code == 200
+        assert len(r.json()["candles"]) == 5
+        assert r.headers["cryptodesk-degraded"] == "cache"
+    healthy = Harness()
+    await seed_series(healthy.cache, healthy.store, candles, recent=5)
+    async with healthy.client() as client:
+        r = await client.get(
+            "/api/v1/candles", params={"exchange": "sim", "symbol": "BTC/USDT", "interval": "1m"}
+        )
+    assert "cryptodesk-degraded" not in r.headers
 
 
 # ---- fuzz: junk in every query parameter of every route -------------------------------

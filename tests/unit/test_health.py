@@ -124,6 +124,7 @@ async def test_readyz_is_503_when_a_check_fails_or_times_out():
         "status": "down",
         "latency_ms": by_name["cache"]["latency_ms"],
         "error": "ConnectionError: connection refused",
+        "required": True,
     }
     assert by_name["bus"]["status"] == "down"
     assert "timed out" in by_name["bus"]["error"]
@@ -136,3 +137,26 @@ async def test_readyz_is_503_when_a_component_reports_itself_down():
         r = await client.get("/readyz")
     assert r.status_code == 503
     assert r.json()["components"][0]["error"] == "store trades failing: database is locked"
+
+
+async def test_optional_component_down_means_degraded_not_unready():
+    from cryptodesk.observability.health import HealthRegistry, all_up, degraded
+    from cryptodesk.observability.metrics import Metrics
+
+    async def up() -> None:
+        return None
+
+    async def down() -> None:
+        raise ConnectionError("redis refused")
+
+    health = HealthRegistry(Metrics())
+    health.register("database", up)
+    health.register("cache", down, required=False)
+    results = await health.check_all()
+    assert all_up(results)
+    assert degraded(results)
+    assert results["cache"].required is False
+    assert "redis refused" in (results["cache"].detail or "")
+    health.register("bus", down)
+    results = await health.check_all()
+    assert not all_up(results)

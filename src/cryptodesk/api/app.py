@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -48,7 +49,12 @@ def create_app(
     app.include_router(health_router(health, metrics, check_timeout=readiness_timeout))
     app.include_router(market_router(queries))
     install_problem_handlers(app)
-    app.add_middleware(RequestMetricsMiddleware, metrics=metrics, routes=app.router.routes)
+    app.add_middleware(
+        RequestMetricsMiddleware,
+        metrics=metrics,
+        routes=app.router.routes,
+        degraded=lambda: queries.cache_degraded,
+    )
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 
@@ -85,6 +91,9 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     return doc
 
 
+DEGRADED_HEADER = b"cryptodesk-degraded"
+
+
 class RequestMetricsMiddleware:
     """Times each request by route template and turns stray exceptions into a 500.
 
@@ -93,10 +102,18 @@ class RequestMetricsMiddleware:
     logging a bare traceback after the response.
     """
 
-    def __init__(self, app: ASGIApp, *, metrics: Metrics, routes: list[BaseRoute]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: Metrics,
+        routes: list[BaseRoute],
+        degraded: Callable[[], bool] = lambda: False,
+    ) -> None:
         self._app = app
         self._metrics = metrics
         self._routes = routes
+        self._degraded = degraded
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -111,6 +128,10 @@ class RequestMetricsMiddleware:
             if message["type"] == "http.response.start":
                 status = int(message["status"])
                 started = True
+                if self._degraded():
+                    # The answer came from the database because the cache is down.
+                    headers = [*message.get("headers", []), (DEGRADED_HEADER, b"cache")]
+                    message = {**message, "headers": headers}
             await send(message)
 
         try:

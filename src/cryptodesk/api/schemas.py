@@ -190,6 +190,9 @@ class ComponentOut(_Model):
     status: Literal["up", "down"] = Field(examples=["up"])
     latency_ms: float | None = Field(examples=[0.42], description="Null for self-reported.")
     error: str | None = Field(examples=[None], description="Why it is down; null when up.")
+    required: bool = Field(
+        True, examples=[True], description="False: when down the service is degraded, not unready."
+    )
 
     @classmethod
     def of(cls, h: ComponentHealth) -> ComponentOut:
@@ -198,11 +201,14 @@ class ComponentOut(_Model):
             status="up" if h.ok else "down",
             latency_ms=h.latency_ms,
             error=None if h.ok else h.detail,
+            required=h.required,
         )
 
 
 class Readiness(_Model):
-    status: Literal["ready", "not_ready"] = Field(examples=["ready"])
+    status: Literal["ready", "degraded", "not_ready"] = Field(
+        examples=["ready"], description="degraded: an optional component (the cache) is down."
+    )
     components: list[ComponentOut]
 
 

@@ -10,6 +10,7 @@ when both say so.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ class ComponentHealth:
     detail: str | None = None
     latency_ms: float | None = None
     checked_at_ms: int = 0
+    required: bool = True
 
     @property
     def status(self) -> str:
@@ -48,10 +50,17 @@ class HealthRegistry:
         self._metrics = metrics
         self._checks: dict[str, Check] = {}
         self._reported: dict[str, _Reported] = {}
+        self._optional: set[str] = set()
 
-    def register(self, name: str, check: Check) -> None:
-        """Probe ``check`` on every ``check_all``; it raises (or hangs) when unhealthy."""
+    def register(self, name: str, check: Check, *, required: bool = True) -> None:
+        """Probe ``check`` on every ``check_all``; it raises (or hangs) when unhealthy.
+
+        An optional component (the cache: reads fall back to the database) being
+        down makes the process degraded, not unready.
+        """
         self._checks[name] = check
+        if not required:
+            self._optional.add(name)
 
     def set_status(self, name: str, ok: bool, detail: str = "") -> None:
         """Record a component's own view of itself, e.g. ``(False, "db writes failing")``."""
@@ -82,6 +91,8 @@ class HealthRegistry:
                 )
         for name, health in results.items():
             self._metrics.component_up.labels(name).set(1 if health.ok else 0)
+            if name in self._optional:
+                results[name] = dataclasses.replace(health, required=False)
         return dict(sorted(results.items()))
 
     async def _probe(self, name: str, check: Check, timeout: float) -> ComponentHealth:
@@ -101,4 +112,9 @@ class HealthRegistry:
 
 
 def all_up(results: dict[str, ComponentHealth]) -> bool:
-    return all(h.ok for h in results.values())
+    """Every required component is up (optional ones may be down: degraded)."""
+    return all(h.ok for h in results.values() if h.required)
+
+
+def degraded(results: dict[str, ComponentHealth]) -> bool:
+    return any(not h.ok for h in results.values() if not h.required)

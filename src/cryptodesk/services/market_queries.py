@@ -101,6 +101,9 @@ class MarketQueries:
         self._symbols = list(symbols)
         self._intervals = list(intervals)
         self._recent = cache_recent_candles
+        # True while the cache is failing: reads come from the database and the
+        # API marks its answers degraded.
+        self.cache_degraded = False
 
     # ---- validation -----------------------------------------------------------------
 
@@ -178,9 +181,11 @@ class MarketQueries:
             raws = await self._cache.get_many(keys)
         except Exception as exc:
             log.warning("cache read failed", kind=kind, error=repr(exc))
+            self.cache_degraded = True
             raise Unavailable(
                 "the cache is unavailable; retry shortly", field=None, code="service-unavailable"
             ) from None
+        self.cache_degraded = False
         hits = sum(raw is not None for raw in raws)
         if hits:
             self._metrics.cache_hits.labels(kind).inc(hits)
@@ -296,7 +301,9 @@ class MarketQueries:
             tail = [codec.decode_candle(raw) for raw in raws]
         except Exception as exc:  # a broken cache must not break reads: use the store
             log.warning("cached candles unreadable", series=f"{ex}:{sym}:{iv}", error=repr(exc))
+            self.cache_degraded = True
             return None
+        self.cache_degraded = False
         if not tail:
             return None
         if w.forward:

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.responses import Response
 
 from cryptodesk.api.schemas import ComponentOut, Liveness, Readiness
-from cryptodesk.observability.health import HealthRegistry, all_up
+from cryptodesk.observability.health import HealthRegistry, all_up, degraded
 from cryptodesk.observability.metrics import CONTENT_TYPE_LATEST, Metrics
 
 
@@ -34,7 +34,7 @@ def health_router(
         results = await health.check_all(timeout=check_timeout)
         ready = all_up(results)
         body = Readiness(
-            status="ready" if ready else "not_ready",
+            status=("degraded" if degraded(results) else "ready") if ready else "not_ready",
             components=[ComponentOut.of(h) for h in results.values()],
         )
         return JSONResponse(body.model_dump(), status_code=200 if ready else 503)

@@ -1,0 +1,30 @@
+import asyncio
+
+from cryptodesk.observability.health import HealthRegistry
+from cryptodesk.observability.metrics import Metrics
+from cryptodesk.services.scheduler import MaintenanceScheduler
+
+
+async def test_jobs_run_at_start_and_on_interval_and_failures_show_in_health():
+    calls: list[str] = []
+
+    async def good() -> str:
+        calls.append("good")
+        return "ok"
+
+    async def bad() -> None:
+        calls.append("bad")
+        raise RuntimeError("disk full")
+
+    health = HealthRegistry(Metrics())
+    scheduler = MaintenanceScheduler({"good": good, "bad": bad}, health, interval=0.05)
+    stop = asyncio.Event()
+    task = asyncio.create_task(scheduler.run(stop))
+    while scheduler.runs < 2:
+        await asyncio.sleep(0.01)
+    stop.set()
+    await asyncio.wait_for(task, 1)
+    assert calls[:4] == ["good", "bad", "good", "bad"]
+    status = (await health.check_all())["scheduler"]
+    assert not status.ok
+    assert "bad: disk full" in status.detail
