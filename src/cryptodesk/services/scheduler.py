@@ -7,7 +7,7 @@ no-op on SQLite), once at start and then every ``interval`` seconds.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import structlog
 
@@ -20,7 +20,7 @@ COMPONENT = "scheduler"
 class MaintenanceScheduler:
     def __init__(
         self,
-        jobs: dict[str, Callable[[], Awaitable[object]]],
+        jobs: Mapping[str, Callable[[], Awaitable[object]]],
         health: HealthRegistry,
         *,
         interval: float = 3600.0,

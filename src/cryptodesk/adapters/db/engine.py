@@ -3,7 +3,8 @@
 SQLite is the embedded default, so its engine does what an operator would
 otherwise have to: create the data directory and set the PRAGMAs that make a
 single-file database fit for a busy ingest loop (WAL lets the API read while
-ingest writes). PostgreSQL gets a plain pooled engine.
+ingest writes). PostgreSQL gets a pooled engine whose connections carry a
+statement timeout, so one runaway query cannot pin a pooled connection.
 """
 
 from __future__ import annotations
@@ -77,24 +78,81 @@ def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
-def create_engine(url: str, *, echo: bool = False, **kwargs: Any) -> AsyncEngine:
+def create_engine(
+    url: str,
+    *,
+    echo: bool = False,
+    pool_size: int = 10,
+    max_overflow: int = 10,
+    pool_timeout: float = 10.0,
+    statement_timeout_ms: int = 30_000,
+    connect_timeout: float = 10.0,
+    **kwargs: Any,
+) -> AsyncEngine:
     """An AsyncEngine for ``url`` (``sqlite+aiosqlite://`` or ``postgresql+asyncpg://``).
+
+    The pool and timeout options apply to PostgreSQL, where one process shares
+    a server with many others: a query that runs longer than
+    ``statement_timeout_ms`` (0 = no limit) is cancelled by the server instead
+    of holding a connection forever, and a server that does not answer within
+    ``connect_timeout`` seconds fails the request rather than hanging it.
+    SQLite ignores them (one file, its own ``busy_timeout``). A ``poolclass``
+    in ``kwargs`` (migrations use ``NullPool``) turns the pool sizes off.
 
     Nothing connects yet; the first query (``SqlMarketStore.ping``) does, and a
     failure there is a StorageError too.
     """
+    if pool_size < 1 or max_overflow < 0:
+        raise ValueError("pool_size must be >= 1 and max_overflow >= 0")
+    if pool_timeout <= 0 or connect_timeout <= 0:
+        raise ValueError("pool_timeout and connect_timeout must be > 0")
+    if statement_timeout_ms < 0:
+        raise ValueError("statement_timeout_ms must be >= 0 (0 = no limit)")
     try:
         parsed = make_url(url)
     except ArgumentError:
         raise StorageError(f"invalid database URL {url!r}") from None
     ensure_data_dir(url)
+    if parsed.get_backend_name() == "postgresql":
+        kwargs = _postgres_options(
+            kwargs,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            pool_timeout=pool_timeout,
+            statement_timeout_ms=statement_timeout_ms,
+            connect_timeout=connect_timeout,
+        )
     try:
         engine = create_async_engine(parsed, echo=echo, **kwargs)
-    except (ArgumentError, ImportError) as exc:
+    except (ArgumentError, ImportError, TypeError) as exc:
         raise StorageError(f"cannot use database URL {parsed!r}: {exc}") from None
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _set_sqlite_pragmas)
     return engine
+
+
+def _postgres_options(
+    kwargs: dict[str, Any],
+    *,
+    pool_size: int,
+    max_overflow: int,
+    pool_timeout: float,
+    statement_timeout_ms: int,
+    connect_timeout: float,
+) -> dict[str, Any]:
+    """Engine keywords for asyncpg: pool sizes, connect timeout, server settings."""
+    out = dict(kwargs)
+    if "poolclass" not in out:
+        out.setdefault("pool_size", pool_size)
+        out.setdefault("max_overflow", max_overflow)
+        out.setdefault("pool_timeout", pool_timeout)
+    connect_args = dict(out.get("connect_args", {}))
+    connect_args.setdefault("timeout", connect_timeout)
+    server_settings = dict(connect_args.get("server_settings", {}))
+    server_settings.setdefault("statement_timeout", str(statement_timeout_ms))
+    connect_args["server_settings"] = server_settings
+    out["connect_args"] = connect_args
+    return out
 
 
 def storage_error(exc: BaseException, url: str | URL) -> StorageError:

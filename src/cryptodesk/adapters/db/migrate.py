@@ -87,7 +87,8 @@ def current(url: str) -> str | None:
 
 def _run(url: str, fn: Callable[[Connection], T], *, action: str) -> T:
     async def body() -> T:
-        engine = create_engine(url, poolclass=pool.NullPool)
+        # No statement timeout: DDL on a large table may rightly take minutes.
+        engine = create_engine(url, poolclass=pool.NullPool, statement_timeout_ms=0)
         try:
             async with engine.begin() as conn:
                 return await conn.run_sync(fn)

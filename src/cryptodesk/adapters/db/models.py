@@ -8,6 +8,11 @@ compares them so the two cannot drift.
 On SQLite both tables are ``WITHOUT ROWID``: the primary key is the table's own
 B-tree, so a candle range read is one clustered scan and a trade insert
 maintains one fewer B-tree than a rowid table plus a unique index would.
+
+These definitions are the SQLite schema. On PostgreSQL the migration builds
+the same columns as monthly range-partitioned tables, which changes the trades
+key to (exchange, symbol, ts, trade_id) and gives text keys the "C" collation;
+docs/database.md says why.
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ def _url() -> str:
 
 
 async def _migrate_with_own_engine(url: str) -> None:
-    engine = create_engine(url, poolclass=pool.NullPool)
+    engine = create_engine(url, poolclass=pool.NullPool, statement_timeout_ms=0)
     try:
         async with engine.connect() as conn:
             await conn.run_sync(_migrate)
