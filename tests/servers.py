@@ -70,7 +70,8 @@ class Servers:
 
     @property
     def kafka_url(self) -> str:
-        return f"kafka://127.0.0.1:{self.kafka_port}"
+        # tansu rejects aiokafka's InitProducerId v0, so no idempotent producer there.
+        return f"kafka://127.0.0.1:{self.kafka_port}?idempotent=false"
 
     def env(self) -> dict[str, str]:
         out = {}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cryptodesk.analytics.candles import CandleBuilder
+from cryptodesk.analytics.symbol_clocks import PerSymbolCandleBuilder
 from cryptodesk.domain.interval import Interval
 from cryptodesk.domain.market import Trade
 from tests.e2e.conftest import wait_for
@@ -74,7 +74,7 @@ def test_kill9_and_restart_keeps_candles_exact(server_factory, tmp_path):
     # Every stored candle equals the one rebuilt from the stored trades, and the
     # rebuild finds no candle the store lacks: none lost, none double counted.
     intervals = [Interval.parse(i) for i in INTERVALS.split(",")]
-    builder = CandleBuilder("sim", intervals, grace_ms=2000)
+    builder = PerSymbolCandleBuilder("sim", intervals, grace_ms=2000)
     rebuilt = builder.add_trades(stored_trades(db)).finalized
     rebuilt_rows = {
         (c.exchange, c.symbol, c.interval, c.open_time): (

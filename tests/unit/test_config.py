@@ -122,3 +122,8 @@ def test_production_urls_are_accepted(monkeypatch):
     s = load_settings()
     assert s.bus_url == "kafka://k1:9092,k2.internal:9093"
     assert not s.is_embedded_db
+
+
+def test_kafka_url_options_are_allowed(monkeypatch):
+    monkeypatch.setenv("CRYPTODESK_BUS_URL", "kafka://k1:9092?idempotent=false")
+    assert load_settings().bus_url == "kafka://k1:9092?idempotent=false"

@@ -12,9 +12,7 @@ from cryptodesk.config import ENV_PREFIX, Settings
 from cryptodesk.runtime import ROLES
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-KNOWN = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields} | {
-    f"{ENV_PREFIX}CONFIG"
-}
+KNOWN = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields} | {f"{ENV_PREFIX}CONFIG"}
 
 
 def settings_named(text: str) -> set[str]:

@@ -20,7 +20,7 @@ async def test_jobs_run_at_start_and_on_interval_and_failures_show_in_health():
     scheduler = MaintenanceScheduler({"good": good, "bad": bad}, health, interval=0.05)
     stop = asyncio.Event()
     task = asyncio.create_task(scheduler.run(stop))
-    while scheduler.runs < 2:
+    while scheduler.runs < 2:  # noqa: ASYNC110 - polling a counter
         await asyncio.sleep(0.01)
     stop.set()
     await asyncio.wait_for(task, 1)

@@ -19,7 +19,7 @@ import structlog
 from cryptodesk.adapters.bus.base import Bus, Consumer, Message
 from cryptodesk.adapters.cache.base import Cache
 from cryptodesk.adapters.db.base import MarketStore
-from cryptodesk.analytics.candles import CandleBuilder
+from cryptodesk.analytics.symbol_clocks import PerSymbolCandleBuilder
 from cryptodesk.analytics.ticker_stats import RollingTickerStats
 from cryptodesk.domain import codec
 from cryptodesk.domain.errors import DomainError
@@ -65,7 +65,9 @@ class CandleService:
         self._batch_size = batch_size
         self._recent = recent_candles
         self._group = group
-        self._builders = {ex: CandleBuilder(ex, intervals, grace_ms=grace_ms) for ex in exchanges}
+        self._builders = {
+            ex: PerSymbolCandleBuilder(ex, intervals, grace_ms=grace_ms) for ex in exchanges
+        }
         self._stats: dict[tuple[str, str], RollingTickerStats] = {}
         self._ignored: set[str] = set()
         self._dead = DeadLetters(bus, metrics)
@@ -190,7 +192,7 @@ class CandleService:
                     symbol=late.symbol,
                     trade_id=late.id,
                     ts=late.ts,
-                    watermark=self._builders[exchange].watermark,
+                    watermark=self._builders[exchange].watermark(late.symbol),
                 )
         if len(new) < len(trades):
             seen = Counter(t.exchange for t in trades)
@@ -291,7 +293,7 @@ class CandleService:
         for key, values in series.items():
             await self._cache.push_capped(key, values, maxlen=self._recent)
 
-    async def _cache_open_state(self, exchange: str, builder: CandleBuilder) -> None:
+    async def _cache_open_state(self, exchange: str, builder: PerSymbolCandleBuilder) -> None:
         items: dict[str, bytes] = {}
         for c in builder.open_candles():
             key = cache_keys.open_candle(exchange, c.symbol, c.interval)
