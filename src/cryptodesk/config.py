@@ -77,6 +77,15 @@ class Settings(BaseSettings):
     bus_compression: Literal["none", "gzip"] = Field(
         "none", description="Kafka producer compression (gzip needs no extra library)."
     )
+    bus_session_timeout_ms: int = Field(
+        10_000, ge=500, le=300_000, description="Kafka: a silent consumer leaves its group after."
+    )
+    bus_heartbeat_interval_ms: int = Field(
+        3_000, ge=100, le=60_000, description="Kafka: consumer heartbeat interval."
+    )
+    bus_rebalance_timeout_ms: int = Field(
+        60_000, ge=500, le=600_000, description="Kafka: how long a rebalance may wait for members."
+    )
     bus_stream_maxlen: int = Field(
         1_000_000, ge=1000, description="Redis Streams: approximate MAXLEN per stream."
     )

@@ -108,6 +108,9 @@ def make_bus(settings: Settings) -> Bus:
             partitions=settings.bus_partitions,
             replication=settings.bus_replication,
             compression=None if settings.bus_compression == "none" else settings.bus_compression,
+            session_timeout_ms=settings.bus_session_timeout_ms,
+            heartbeat_interval_ms=settings.bus_heartbeat_interval_ms,
+            rebalance_timeout_ms=settings.bus_rebalance_timeout_ms,
         )
     from cryptodesk.adapters.bus.redis_streams import RedisStreamsBus
 

@@ -15,6 +15,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+# Consumer-group timings that let a restarted process rejoin in about a second
+# (the production defaults wait for a dead member's 10 s session to expire).
+FAST_KAFKA_GROUPS = {
+    "CRYPTODESK_BUS_SESSION_TIMEOUT_MS": "1000",
+    "CRYPTODESK_BUS_HEARTBEAT_INTERVAL_MS": "200",
+    "CRYPTODESK_BUS_REBALANCE_TIMEOUT_MS": "1000",
+}
+
 # These tests start processes; xdist keeps them on one worker.
 pytestmark = pytest.mark.xdist_group("e2e")
 

@@ -20,7 +20,7 @@ from cryptodesk.adapters.db.engine import create_engine
 from cryptodesk.adapters.db.sql_store import SqlMarketStore
 from cryptodesk.domain.interval import Interval
 from cryptodesk.domain.market import Candle, Trade
-from tests.e2e.conftest import Server, run_cli, wait_for
+from tests.e2e.conftest import FAST_KAFKA_GROUPS, Server, run_cli, wait_for
 from tests.servers import Servers
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
@@ -105,6 +105,7 @@ def backend(request: pytest.FixtureRequest) -> Backend:
             "CRYPTODESK_BUS_URL": kafka.kafka_url,
             "CRYPTODESK_BUS_TOPIC_PREFIX": f"eo-{tag}-{uuid.uuid4().hex[:8]}.",
             "CRYPTODESK_BUS_PARTITIONS": "3",
+            **FAST_KAFKA_GROUPS,
             "CRYPTODESK_DATABASE_URL": url,
         }
         return env, url

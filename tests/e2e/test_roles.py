@@ -9,7 +9,14 @@ import uuid
 import httpx
 import pytest
 
-from tests.e2e.conftest import base_env, free_port, run_cli, start_process, wait_for
+from tests.e2e.conftest import (
+    FAST_KAFKA_GROUPS,
+    base_env,
+    free_port,
+    run_cli,
+    start_process,
+    wait_for,
+)
 from tests.e2e.test_effectively_once import create_database
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
@@ -25,6 +32,7 @@ def test_two_api_workers_one_ingest_one_compute(tmp_path, postgres_server, redis
         "CRYPTODESK_CACHE_KEY_PREFIX": f"{prefix}:",
         "CRYPTODESK_BUS_URL": kafka_server.kafka_url,
         "CRYPTODESK_BUS_TOPIC_PREFIX": f"{prefix}.",
+        **FAST_KAFKA_GROUPS,
         "CRYPTODESK_SIM_SPEED": "300",
         "CRYPTODESK_INTERVALS": "1m,5m",
     }
