@@ -23,7 +23,14 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-MODULES = ["bench_candle_builder", "bench_simulator", "bench_bus", "bench_store", "bench_pipeline"]
+MODULES = [
+    "bench_candle_builder",
+    "bench_simulator",
+    "bench_bus",
+    "bench_store",
+    "bench_pipeline",
+    "bench_engines",
+]
 # Targets named in the issues: (case name, comparison, value).
 TARGETS: dict[str, str] = {
     "candle_builder/1_symbol_1_interval": ">= 1,000,000 trades/s",

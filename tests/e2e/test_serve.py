@@ -134,3 +134,28 @@ def test_default_settings_serve_candles_for_every_symbol_within_90_seconds(serve
             candles = wait_for(lambda s=symbol: closed_candles(client, s), timeout=90)
             assert candles[-1]["closed"] is True
     assert server.stop(signal.SIGINT) == 0
+
+
+@pytest.mark.parametrize(
+    ("setting", "url"),
+    [
+        ("CRYPTODESK_CACHE_URL", "redis://127.0.0.1:{port}/0"),
+        ("CRYPTODESK_BUS_URL", "redis://127.0.0.1:{port}/0"),
+        ("CRYPTODESK_DATABASE_URL", "postgresql+asyncpg://app:s3cret@127.0.0.1:{port}/x"),
+    ],
+)
+def test_unreachable_server_at_start_up_exits_2_naming_the_setting(tmp_path, setting, url):
+    dead = free_port()  # nothing listens there
+    env = base_env(
+        tmp_path / "d", CRYPTODESK_PORT=str(free_port()), **{setting: url.format(port=dead)}
+    )
+    result = run_cli("serve", env=env, timeout=120)
+    assert result.returncode == 2, result.stderr
+    # Start-up logs may precede it; the error itself is one line, and the last.
+    errors = [line for line in result.stderr.splitlines() if line.startswith("cryptodesk: error")]
+    assert len(errors) == 1, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == errors[0]
+    assert str(dead) in errors[0]
+    assert "s3cret" not in result.stderr
+    if setting != "CRYPTODESK_DATABASE_URL":
+        assert setting in errors[0]
