@@ -49,14 +49,11 @@ from typing import Any, TypeVar
 
 import structlog
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from cryptodesk.adapters.bus.base import Message
 from cryptodesk.adapters.bus.memory import BusClosedError
+from cryptodesk.adapters.redis_client import redis_client
 
 __all__ = ["BusClosedError", "RedisStreamsBus", "RedisStreamsConsumer", "decode_position",
            "encode_position"]  # fmt: skip
@@ -331,14 +328,11 @@ class RedisStreamsBus:
             raise ValueError("maxlen must be at least 1")
         if claim_idle_ms < 0:
             raise ValueError("claim_idle_ms must be >= 0")
-        client = Redis.from_url(
+        client = redis_client(
             url,
-            decode_responses=False,
             socket_timeout=socket_timeout,
-            socket_connect_timeout=connect_timeout,
-            socket_keepalive=True,
-            retry=Retry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), retries),
-            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            connect_timeout=connect_timeout,
+            retries=retries,
         )
         return cls(
             client, stream_prefix=stream_prefix, maxlen=maxlen, claim_idle_ms=claim_idle_ms,

@@ -35,17 +35,14 @@ from typing import Any, cast
 import structlog
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from cryptodesk.adapters.cache.memory import (
     DEFAULT_SUBSCRIBER_QUEUE,
     CacheClosedError,
     CacheTypeError,
 )
+from cryptodesk.adapters.redis_client import redis_client
 
 __all__ = ["CacheClosedError", "CacheTypeError", "RedisCache", "RedisSubscription"]
 
@@ -239,14 +236,11 @@ class RedisCache:
         """
         if subscriber_queue < 1:  # before a client exists that would need closing
             raise ValueError("subscriber_queue must be at least 1")
-        client = Redis.from_url(
+        client = redis_client(
             url,
-            decode_responses=False,
             socket_timeout=socket_timeout,
-            socket_connect_timeout=connect_timeout,
-            socket_keepalive=True,
-            retry=Retry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), retries),
-            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            connect_timeout=connect_timeout,
+            retries=retries,
             health_check_interval=health_check_interval,
         )
         return cls(
