@@ -80,16 +80,16 @@ def fmt(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:,.3g}"
 
 
-def write_markdown(results: dict[str, dict[str, Any]], info: dict[str, Any], repeat: int) -> None:
+def write_markdown(results: dict[str, dict[str, Any]], info: dict[str, Any]) -> None:
     lines = [
         "# Benchmarks",
         "",
         "Produced by `make bench` (`python -m benchmarks.run`); do not edit by hand.",
         f"Machine: {info['cpu']}, {info['cores']} cores, Python {info['python']}, {info['os']}.",
-        f"Each row: median of {repeat} runs after one warm-up, spread = min..max.",
+        "Each row: median of its runs (after one warm-up), spread = min..max.",
         "",
-        "| benchmark | command | median | spread | unit | target | met | notes |",
-        "|---|---|---|---|---|---|---|---|",
+        "| benchmark | command | median | spread | runs | unit | target | met | notes |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
         target = TARGETS.get(name, "")
@@ -103,7 +103,7 @@ def write_markdown(results: dict[str, dict[str, Any]], info: dict[str, Any], rep
         cmd = f"`python -m benchmarks.run --only {module}`"
         lines.append(
             f"| {name} | {cmd} | {fmt(r['median'])} | {fmt(r['min'])}..{fmt(r['max'])} "
-            f"| {r['unit']} | {target} | {met} | {notes} |"
+            f"| {len(r['runs'])} | {r['unit']} | {target} | {met} | {notes} |"
         )
     lines.append("")
     lines.append(f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.")
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                 json.dumps({"machine": info, "name": name, **r}, indent=2) + "\n"
             )
     summary.write_text(json.dumps({"machine": info, "results": results}, indent=2) + "\n")
-    write_markdown(results, info, args.repeat)
+    write_markdown(results, info)
     return 0
 
 
