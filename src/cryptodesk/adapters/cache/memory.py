@@ -15,10 +15,10 @@ that must see everything read the bus, not the cache.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+
+from cryptodesk.adapters.cache.inbox import Inbox
 
 DEFAULT_SUBSCRIBER_QUEUE = 10_000
 # Expired keys are dropped when read; a full sweep also runs once the TTL writes
@@ -40,35 +40,20 @@ class MemorySubscription:
 
     def __init__(self, owner: MemoryCache, channel: str, maxlen: int) -> None:
         self.channel = channel
-        self.dropped = 0  # messages lost because this reader fell behind
         self._owner = owner
-        self._queue: deque[bytes] = deque(maxlen=maxlen)
-        self._ready = asyncio.Event()  # set while the queue is non-empty or closed
-        self._closed = False
+        self._inbox = Inbox(maxlen)
+
+    @property
+    def dropped(self) -> int:
+        """Messages lost because this reader fell behind."""
+        return self._inbox.dropped
 
     def _deliver(self, message: bytes) -> None:
-        if len(self._queue) == self._queue.maxlen:
-            self.dropped += 1  # deque(maxlen) discards the oldest on append
-        self._queue.append(message)
-        self._ready.set()
+        self._inbox.put(message)
 
     async def get(self, timeout: float | None = None) -> bytes | None:
         """The next message; None after ``timeout`` seconds or once closed."""
-        queue = self._queue
-        try:
-            async with asyncio.timeout(timeout):
-                # _ready is set exactly while the queue has items or we are closed;
-                # loop anyway in case another reader of this subscription won the race.
-                while not queue and not self._closed:
-                    await self._ready.wait()
-        except TimeoutError:
-            return None
-        if not queue:  # closed
-            return None
-        message = queue.popleft()
-        if not queue and not self._closed:
-            self._ready.clear()
-        return message
+        return await self._inbox.get(timeout)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         """Yield messages until the subscription (or the cache) is closed."""
@@ -77,11 +62,9 @@ class MemorySubscription:
 
     async def close(self) -> None:
         """Unsubscribe; pending messages are discarded and readers get None."""
-        if self._closed:
+        if self._inbox.ended:
             return
-        self._closed = True
-        self._queue.clear()
-        self._ready.set()
+        self._inbox.end(discard=True)
         self._owner._unsubscribe(self)
 
 

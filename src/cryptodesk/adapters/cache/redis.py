@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import math
 import random
-from collections import deque
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any, cast
 
@@ -37,6 +36,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError, ResponseError
 
+from cryptodesk.adapters.cache.inbox import Inbox
 from cryptodesk.adapters.cache.memory import (
     DEFAULT_SUBSCRIBER_QUEUE,
     CacheClosedError,
@@ -84,13 +84,10 @@ class RedisSubscription:
 
     def __init__(self, owner: RedisCache, pubsub: PubSub, channel: str, name: str, maxlen: int):
         self.channel = channel
-        self.dropped = 0  # messages lost because this reader fell behind
         self._owner = owner
         self._pubsub = pubsub
         self._name = name  # the prefixed channel on the server
-        self._queue: deque[bytes] = deque(maxlen=maxlen)
-        self._ready = asyncio.Event()  # set while the queue is non-empty or closed
-        self._closed = False
+        self._inbox = Inbox(maxlen)
         self._closing = False
         self._reader = asyncio.create_task(self._read(), name=f"redis-subscription:{name}")
         self._reader.add_done_callback(self._reader_done)
@@ -100,17 +97,12 @@ class RedisSubscription:
         # waiting get() returns None instead of hanging; close() still cleans up.
         if not task.cancelled() and (error := task.exception()) is not None:
             log.error("redis subscription reader failed", channel=self.channel, error=repr(error))
-        self._ready.set()
+        self._inbox.end(discard=False)  # what was read stays readable
 
     @property
-    def _ended(self) -> bool:
-        return self._closed or self._reader.done()
-
-    def _deliver(self, message: bytes) -> None:
-        if len(self._queue) == self._queue.maxlen:
-            self.dropped += 1  # deque(maxlen) discards the oldest on append
-        self._queue.append(message)
-        self._ready.set()
+    def dropped(self) -> int:
+        """Messages lost because this reader fell behind."""
+        return self._inbox.dropped
 
     async def _read(self) -> None:
         """Move messages from the connection to the queue until unsubscribed."""
@@ -133,25 +125,13 @@ class RedisSubscription:
                 continue
             kind = message["type"]
             if kind == "message":
-                self._deliver(message["data"])
+                self._inbox.put(message["data"])
             elif kind == "unsubscribe" and self._closing:
                 return
 
     async def get(self, timeout: float | None = None) -> bytes | None:
         """The next message; None after ``timeout`` seconds or once closed."""
-        queue = self._queue
-        try:
-            async with asyncio.timeout(timeout):
-                while not queue and not self._ended:
-                    await self._ready.wait()
-        except TimeoutError:
-            return None
-        if not queue:  # closed
-            return None
-        message = queue.popleft()
-        if not queue and not self._ended:
-            self._ready.clear()
-        return message
+        return await self._inbox.get(timeout)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         """Yield messages until the subscription (or the cache) is closed."""
@@ -165,11 +145,9 @@ class RedisSubscription:
         socket timeout), so a PUBLISH made afterwards no longer counts this
         subscription.
         """
-        if self._closed:
+        if self._closing:
             return
-        self._closed = True
-        self._queue.clear()
-        self._ready.set()
+        self._inbox.end(discard=True)
         self._owner._forget(self)
         self._closing = True
         if not self._reader.done():
