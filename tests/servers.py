@@ -43,6 +43,16 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
     raise ServerUnavailable(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
+def wait_port_closed(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) != 0:
+                return
+        time.sleep(0.05)
+    raise ServerUnavailable(f"127.0.0.1:{port} still answers after {timeout}s")
+
+
 def _run(cmd: list[str], **kwargs: object) -> None:
     result = subprocess.run(cmd, capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload]
     if result.returncode != 0:
@@ -58,6 +68,9 @@ class Servers:
     redis_port: int = 0
     kafka_port: int = 0
     kafka_pid: int = 0
+    # Redis with an fsync-always append-only file: survives a restart, as a
+    # production bus must. The shared test server keeps nothing on disk.
+    redis_durable: bool = False
     started: list[str] = field(default_factory=list)
 
     @property
@@ -103,21 +116,29 @@ def start_postgres(servers: Servers) -> None:
     as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     _run([*as_pg, initdb, "-D", f"{root}/data", "-U", "postgres", "-A", "trust", "-E", "UTF8",
           "--no-locale", "--no-sync"])  # fmt: skip
+    servers.postgres_port = port
+    resume_postgres(servers)
+    servers.started.append("postgres")
+
+
+def resume_postgres(servers: Servers) -> None:
+    """Start the cluster of ``servers`` (again) on its port."""
+    root = Path(servers.root) / "pg"
+    as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     opts = (
-        f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
+        f"-p {servers.postgres_port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
         "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
     )
     _run([*as_pg, pg_bin("pg_ctl"), "-D", f"{root}/data", "-l", f"{root}/log", "-w", "start",
           "-o", opts])  # fmt: skip
-    servers.postgres_port = port
-    servers.started.append("postgres")
 
 
-def stop_postgres(servers: Servers) -> None:
+def stop_postgres(servers: Servers, mode: str = "immediate") -> None:
+    """Stop the cluster; ``mode`` is pg_ctl's (``fast`` ends sessions cleanly)."""
     root = Path(servers.root) / "pg"
     as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     subprocess.run(
-        [*as_pg, pg_bin("pg_ctl"), "-D", f"{root}/data", "-m", "immediate", "stop"],
+        [*as_pg, pg_bin("pg_ctl"), "-D", f"{root}/data", "-m", mode, "-w", "stop"],
         capture_output=True, check=False,
     )  # fmt: skip
 
@@ -126,14 +147,23 @@ def start_redis(servers: Servers) -> None:
     binary = shutil.which("redis-server")
     if binary is None:
         raise ServerUnavailable("redis-server not found (Debian package redis-server)")
-    port = free_port()
-    root = Path(servers.root) / "redis"
-    root.mkdir()
-    _run([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-          "--daemonize", "yes", "--pidfile", f"{root}/pid", "--dir", str(root)])  # fmt: skip
-    wait_port(port)
-    servers.redis_port = port
+    (Path(servers.root) / "redis").mkdir()
+    servers.redis_port = free_port()
+    resume_redis(servers)
     servers.started.append("redis")
+
+
+def resume_redis(servers: Servers) -> None:
+    """Start redis-server (again) on its port and directory."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise ServerUnavailable("redis-server not found (Debian package redis-server)")
+    root = Path(servers.root) / "redis"
+    aof = ["--appendonly", "yes", "--appendfsync", "always"] if servers.redis_durable else [
+        "--appendonly", "no"]  # fmt: skip
+    _run([binary, "--port", str(servers.redis_port), "--bind", "127.0.0.1", "--save", "", *aof,
+          "--daemonize", "yes", "--pidfile", f"{root}/pid", "--dir", str(root)])  # fmt: skip
+    wait_port(servers.redis_port)
 
 
 def stop_redis(servers: Servers) -> None:
@@ -141,6 +171,7 @@ def stop_redis(servers: Servers) -> None:
         ["redis-cli", "-p", str(servers.redis_port), "shutdown", "nosave"],
         capture_output=True, check=False,
     )  # fmt: skip
+    wait_port_closed(servers.redis_port)
 
 
 def tansu_binary() -> str:
@@ -152,27 +183,36 @@ def tansu_binary() -> str:
 
 
 def start_kafka(servers: Servers) -> None:
-    port = free_port()
-    url = f"tcp://127.0.0.1:{port}"
-    log = open(Path(servers.root) / "tansu.log", "w")  # noqa: SIM115 - lives with the process
+    servers.kafka_port = free_port()
+    resume_kafka(servers)
+    servers.started.append("kafka")
+
+
+def resume_kafka(servers: Servers) -> None:
+    """Start tansu (again) on its port. Its storage is memory only: a restart
+    starts from an empty broker, as a whole Kafka cluster lost would."""
+    url = f"tcp://127.0.0.1:{servers.kafka_port}"
+    log = open(Path(servers.root) / "tansu.log", "a")  # noqa: SIM115 - lives with the process
     proc = subprocess.Popen(
         [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
          "--storage-engine", "memory://tansu/"],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
-    wait_port(port)
-    servers.kafka_port = port
+    wait_port(servers.kafka_port)
     servers.kafka_pid = proc.pid
-    servers.started.append("kafka")
 
 
 def stop_kafka(servers: Servers) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(servers.kafka_pid, 9)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(servers.kafka_pid, 0)
+    wait_port_closed(servers.kafka_port)
 
 
 STARTERS = {"postgres": start_postgres, "redis": start_redis, "kafka": start_kafka}
 STOPPERS = {"postgres": stop_postgres, "redis": stop_redis, "kafka": stop_kafka}
+RESUMERS = {"postgres": resume_postgres, "redis": resume_redis, "kafka": resume_kafka}
 
 
 def start(names: list[str]) -> Servers:

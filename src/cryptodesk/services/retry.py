@@ -1,19 +1,38 @@
-"""Retry an async step with capped exponential backoff until it succeeds or we stop.
+"""Retry an async step with capped exponential backoff and full jitter until it
+succeeds or we stop.
 
 The pipeline retries a failed sink write instead of dropping or acking the
-batch: delivery stays at-least-once and the sinks are idempotent.
+batch: delivery stays at-least-once and the sinks are idempotent. Full jitter
+(each wait drawn uniformly from zero to the exponential ceiling) keeps many
+processes that lost the same server from reconnecting in lockstep when it
+returns.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import random
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
 import structlog
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
+
+
+def backoff_delays(
+    initial: float, cap: float, *, rng: random.Random | None = None
+) -> Iterator[float]:
+    """Endless waits: attempt ``n`` sleeps uniform(0, min(cap, initial * 2**n)).
+
+    Each wait is at least ``initial / 10`` so a fast-failing step never spins.
+    """
+    draw = (rng or random).uniform
+    ceiling = initial
+    while True:
+        yield max(initial / 10, draw(0, ceiling))
+        ceiling = min(cap, ceiling * 2)
 
 
 async def retry_forever(
@@ -25,7 +44,7 @@ async def retry_forever(
     initial: float = 0.05,
     cap: float = 5.0,
 ) -> T:
-    delay = initial
+    delays = backoff_delays(initial, cap)
     failed = False
     while True:
         try:
@@ -34,11 +53,13 @@ async def retry_forever(
             raise
         except Exception as exc:
             failed = True
-            log.warning("step failed, retrying", step=what, error=str(exc), retry_in=delay)
+            delay = next(delays)
+            log.warning(
+                "step failed, retrying", step=what, error=str(exc), retry_in=round(delay, 3)
+            )
             if on_failure is not None:
                 on_failure(f"{what}: {exc}")
             await asyncio.sleep(delay)
-            delay = min(cap, delay * 2)
             continue
         if failed and on_success is not None:
             on_success()
