@@ -117,6 +117,13 @@ class Settings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     shutdown_timeout: float = Field(10.0, gt=0, le=300, description="Seconds to flush on stop.")
+    wait_for_dependencies: bool = Field(
+        False,
+        description="serve: retry unreachable database/cache/bus with backoff instead of exit 2.",
+    )
+    feed_stale_seconds: float = Field(
+        60.0, gt=0, le=86_400, description="A feed silent this long is down in /readyz."
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -18,6 +18,7 @@ import socket
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import structlog
 import uvicorn
@@ -34,7 +35,7 @@ from cryptodesk.adapters.db.partitions import ensure_partitions
 from cryptodesk.adapters.db.sql_store import SqlMarketStore
 from cryptodesk.adapters.exchanges.base import MarketDataSource
 from cryptodesk.adapters.exchanges.simulator import SimulatedExchange
-from cryptodesk.api.app import create_app
+from cryptodesk.api.app import AppSwitch, create_app, create_health_app
 from cryptodesk.config import Settings, mask_url
 from cryptodesk.domain.interval import Interval
 from cryptodesk.domain.timeutil import now_ms, parse_time
@@ -44,15 +45,21 @@ from cryptodesk.services.book_service import BookService
 from cryptodesk.services.candle_service import CandleService
 from cryptodesk.services.ingest import MarketIngest
 from cryptodesk.services.market_queries import MarketQueries
+from cryptodesk.services.retry import backoff_delays
 from cryptodesk.services.scheduler import MaintenanceScheduler
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 ROLES = ("api", "ingest", "compute", "scheduler")
 # The embedded bus keeps at most this many messages per topic nobody consumes,
 # and makes publishers wait while a consumer group is this far behind.
 MEMORY_BUS_RETENTION = 100_000
 MEMORY_BUS_MAX_LAG = 20_000
 STARTUP_PING_SECONDS = 10.0
+# WAIT_FOR_DEPENDENCIES: retries start this far apart and back off to the cap.
+WAIT_INITIAL_SECONDS = 0.5
+WAIT_CAP_SECONDS = 30.0
+STARTING = "startup"
 GC_THRESHOLDS = (10_000, 20, 50)  # CPython 3.11 defaults to (700, 10, 10)
 
 
@@ -122,7 +129,7 @@ def make_bus(settings: Settings) -> Bus:
     )
 
 
-async def reachable(setting: str, url: str, ping: Callable[[], Awaitable[None]]) -> None:
+async def reachable(setting: str, url: str, ping: Callable[[], Awaitable[object]]) -> None:
     """Ping a dependency at start-up, or fail with one line naming the setting."""
     try:
         async with asyncio.timeout(STARTUP_PING_SECONDS):
@@ -130,6 +137,24 @@ async def reachable(setting: str, url: str, ping: Callable[[], Awaitable[None]])
     except Exception as exc:
         cause = str(exc) or type(exc).__name__
         raise StartupError(f"{setting}: cannot reach {mask_url(url)}: {cause}") from None
+
+
+class _Closeable(Protocol):
+    async def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=_Closeable)
+
+
+async def _opened(adapter: C, setting: str, url: str, method: str) -> C:
+    """``adapter`` after its ``method`` (ping or start) worked; closed if it did not."""
+    try:
+        await reachable(setting, url, getattr(adapter, method))
+    except StartupError:
+        with contextlib.suppress(Exception):
+            await adapter.close()
+        raise
+    return adapter
 
 
 def make_source(exchange: str, settings: Settings, *, last_ts: int | None) -> MarketDataSource:
@@ -197,14 +222,21 @@ async def open_store(
     settings: Settings, *, migrate_first: bool, url: str | None = None
 ) -> SqlMarketStore:
     """The store at ``url`` (default DATABASE_URL), reachable, or a one-line StartupError."""
+    setting = "CRYPTODESK_DATABASE_READ_URL" if url else "CRYPTODESK_DATABASE_URL"
     url = url or settings.database_url
+    store: SqlMarketStore | None = None
     try:
         if migrate_first:
             await asyncio.to_thread(migrate.upgrade, url)
         store = SqlMarketStore(engine_for(url, settings))
         await store.ping()
     except StorageError as exc:
-        raise StartupError(str(exc)) from None
+        if store is not None:
+            with contextlib.suppress(Exception):
+                await store.close()
+        # An embedded database is named by its file; a server by the setting.
+        named = str(exc) if url.startswith("sqlite") else f"{setting}: {exc}"
+        raise StartupError(named) from None
     return store
 
 
@@ -228,25 +260,43 @@ class Runtime:
         """Run until a signal or a fatal error; return the process exit code."""
         s = self.settings
         health = HealthRegistry(self.metrics)
+        health.set_status(STARTING, False, "connecting to the database, cache and bus")
         if s.is_embedded_db:
             check_data_dir(s)
-        store = await open_store(s, migrate_first=s.is_embedded_db)
-        cache = make_cache(s)
-        bus = make_bus(s)
-        await reachable("CRYPTODESK_CACHE_URL", s.cache_url, cache.ping)
-        await reachable("CRYPTODESK_BUS_URL", s.bus_url, bus.start)
-        health.register("database", store.ping)
-        health.register("cache", cache.ping, required=False)  # reads fall back to the db
-        health.register("bus", bus.ping)
-        intervals = [Interval.parse(i) for i in s.intervals]
-        tune_gc()
-
         tasks: dict[str, asyncio.Task[None]] = {}
-        closing: list[SqlMarketStore] = []
+        closing: list[Callable[[], Awaitable[None]]] = []
         ingests: list[MarketIngest] = []
         server: _Server | None = None
         exit_code = 0
+        gate = AppSwitch(create_health_app(health, self.metrics, version=__version__))
+
+        def start_http() -> _Server | None:
+            if sock is None:
+                return None
+            config = uvicorn.Config(
+                gate, log_config=None, access_log=False, lifespan="off",
+                timeout_graceful_shutdown=5,
+            )  # fmt: skip
+            http = _Server(config)
+            tasks["api"] = asyncio.create_task(http.serve(sockets=[sock]))
+            host, port = sock.getsockname()[:2]
+            log.info("serving", url=f"http://{host}:{port}", docs=f"http://{host}:{port}/docs")
+            return http
+
+        if s.wait_for_dependencies:
+            # HTTP first: while dependencies are being reached, probes get /readyz
+            # saying which one is missing and why, not a refused connection.
+            server = start_http()
         try:
+            deps = await self._connect(health, closing)
+            if deps is None:  # stopped while waiting for a dependency
+                return 0
+            store, cache, bus = deps
+            health.register("database", store.ping)
+            health.register("cache", cache.ping, required=False)  # reads fall back to the db
+            health.register("bus", bus.ping)
+            intervals = [Interval.parse(i) for i in s.intervals]
+            tune_gc()
             if "compute" in self.roles:
                 candles = CandleService(
                     bus, store, cache, self.metrics, health,
@@ -267,42 +317,95 @@ class Runtime:
                 for exchange in s.exchanges:
                     last = await store.last_trade_ts(exchange)
                     source = make_source(exchange, s, last_ts=last)
-                    ingest = MarketIngest(source, bus, cache, self.metrics, symbols=s.symbols)
+                    ingest = MarketIngest(
+                        source, bus, cache, self.metrics,
+                        symbols=s.symbols, stale_after=s.feed_stale_seconds,
+                    )  # fmt: skip
                     ingests.append(ingest)
-                    tasks[f"ingest:{exchange}"] = asyncio.create_task(ingest.run())
+                    # A failing feed restarts itself; the others and the API go on.
+                    health.register(f"feed:{exchange}", ingest.check, required=False)
+                    tasks[f"ingest:{exchange}"] = asyncio.create_task(ingest.run_forever())
             # Every role answers HTTP (/healthz, /readyz, /metrics for probes and
             # scraping, and the read API); only "api" processes go behind the balancer.
             if sock is not None:
                 reads = store
                 if s.database_read_url:  # analytics reads go to the replica
                     reads = await open_store(s, migrate_first=False, url=s.database_read_url)
-                    closing.append(reads)
+                    closing.insert(0, reads.close)
                 queries = MarketQueries(
                     cache, reads, self.metrics,
                     exchanges=s.exchanges, symbols=s.symbols, intervals=s.intervals,
                     cache_recent_candles=s.cache_recent_candles,
                 )  # fmt: skip
-                app = create_app(queries, self.metrics, health, version=__version__)
-                config = uvicorn.Config(
-                    app,
-                    log_config=None,
-                    access_log=False,
-                    lifespan="off",
-                    timeout_graceful_shutdown=5,
-                )
-                server = _Server(config)
-                tasks["api"] = asyncio.create_task(server.serve(sockets=[sock]))
-                host, port = sock.getsockname()[:2]
-                log.info("serving", url=f"http://{host}:{port}", docs=f"http://{host}:{port}/docs")
+                gate.app = create_app(queries, self.metrics, health, version=__version__)
+                if server is None:
+                    server = start_http()
+            health.forget(STARTING)
+            log.info("started", roles=sorted(self.roles))
             exit_code = await self._wait(tasks)
         finally:
             await self._shutdown(tasks, ingests, server)
-            await bus.close()
-            await cache.close()
-            for extra in closing:
-                await extra.close()
-            await store.close()
+            for close in closing:
+                await close()
         return exit_code
+
+    async def _connect(
+        self, health: HealthRegistry, closing: list[Callable[[], Awaitable[None]]]
+    ) -> tuple[SqlMarketStore, Cache, Bus] | None:
+        """Database, cache and bus, each reachable; None when stopped while waiting.
+
+        Each one opened is put first in ``closing``, so they close in reverse.
+        """
+        s = self.settings
+
+        async def database() -> SqlMarketStore:
+            return await open_store(s, migrate_first=s.is_embedded_db)
+
+        async def cache() -> Cache:
+            return await _opened(make_cache(s), "CRYPTODESK_CACHE_URL", s.cache_url, "ping")
+
+        async def bus() -> Bus:
+            return await _opened(make_bus(s), "CRYPTODESK_BUS_URL", s.bus_url, "start")
+
+        store = await self._dependency(health, "database", database)
+        if store is None:
+            return None
+        closing.insert(0, store.close)
+        the_cache = await self._dependency(health, "cache", cache)
+        if the_cache is None:
+            return None
+        closing.insert(0, the_cache.close)
+        the_bus = await self._dependency(health, "bus", bus)
+        if the_bus is None:
+            return None
+        closing.insert(0, the_bus.close)
+        return store, the_cache, the_bus
+
+    async def _dependency(
+        self, health: HealthRegistry, name: str, connect: Callable[[], Awaitable[T]]
+    ) -> T | None:
+        """``connect()``; with WAIT_FOR_DEPENDENCIES, retried with backoff until it
+        works (None if a stop is requested first), else its StartupError."""
+        delays = backoff_delays(WAIT_INITIAL_SECONDS, WAIT_CAP_SECONDS)
+        while True:
+            try:
+                value = await connect()
+            except StartupError as exc:
+                if not self.settings.wait_for_dependencies:
+                    raise
+                delay = next(delays)
+                health.set_status(name, False, f"waiting: {exc}")
+                log.warning(
+                    "dependency unreachable, retrying",
+                    dependency=name, error=str(exc), retry_in=round(delay, 2),
+                )  # fmt: skip
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop_sources.wait(), delay)
+                if self.stop_sources.is_set():
+                    return None
+                continue
+            health.forget(name)
+            return value
 
     async def _wait(self, tasks: dict[str, asyncio.Task[None]]) -> int:
         stopper = asyncio.create_task(self.stop_sources.wait())
@@ -322,6 +425,8 @@ class Runtime:
         ingests: Sequence[MarketIngest],
         server: _Server | None,
     ) -> None:
+        if not tasks:  # failed before anything ran: the caller prints one line
+            return
         timeout = self.settings.shutdown_timeout
         log.info("shutting down")
         for ingest in ingests:

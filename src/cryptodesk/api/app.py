@@ -16,7 +16,12 @@ from fastapi.openapi.utils import get_openapi
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cryptodesk.api.problems import PROBLEM_MEDIA_TYPE, install_problem_handlers, internal_error
+from cryptodesk.api.problems import (
+    PROBLEM_MEDIA_TYPE,
+    install_problem_handlers,
+    internal_error,
+    problem,
+)
 from cryptodesk.api.routes.health import health_router
 from cryptodesk.api.routes.market import market_router
 from cryptodesk.observability.health import HealthRegistry
@@ -57,6 +62,38 @@ def create_app(
     )
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def create_health_app(
+    health: HealthRegistry, metrics: Metrics, *, version: str = "0.0.0"
+) -> FastAPI:
+    """Only ``/healthz``, ``/readyz`` and ``/metrics``: what a process serves while it
+    is still connecting to its dependencies."""
+    app = FastAPI(title="cryptodesk (starting)", version=version, openapi_url=None)
+    app.include_router(health_router(health, metrics))
+
+    async def starting(scope: Scope, receive: Receive, send: Send) -> None:
+        path = str(scope.get("path", ""))
+        detail = "the service is starting: see /readyz for what it waits on"
+        response = problem(path, "service-unavailable", 503, detail, headers={"Retry-After": "5"})
+        await response(scope, receive, send)
+
+    app.mount("/", starting)  # anything but the probes: 503 until the API is up
+    return app
+
+
+class AppSwitch:
+    """The ASGI app the server runs; ``app`` is swapped once the process is ready.
+
+    Serving starts before the dependencies are reachable, so probes get an
+    answer (``/readyz`` saying what is missing) instead of a refused connection.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

@@ -188,7 +188,11 @@ class Liveness(_Model):
 class ComponentOut(_Model):
     name: str = Field(examples=["database"])
     status: Literal["up", "down"] = Field(examples=["up"])
-    latency_ms: float | None = Field(examples=[0.42], description="Null for self-reported.")
+    latency_ms: float | None = Field(
+        examples=[0.42],
+        description="Probe round trip; for a feed, the age of its newest event. "
+        "Null for self-reported.",
+    )
     error: str | None = Field(examples=[None], description="Why it is down; null when up.")
     required: bool = Field(
         True, examples=[True], description="False: when down the service is degraded, not unready."

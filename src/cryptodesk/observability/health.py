@@ -5,6 +5,10 @@ cache, bus: ``register``) and long-running loops that know their own state
 better than any probe (the compute loop marks itself degraded while its
 writes are failing: ``set_status``). A name may have both; it is up only
 when both say so.
+
+A check may return a number: the component's own latency in milliseconds,
+reported instead of the probe's round trip. An exchange feed returns the age
+of its newest event, which is what "how late is this feed" means.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from dataclasses import dataclass
 from cryptodesk.domain.timeutil import now_ms
 from cryptodesk.observability.metrics import Metrics
 
-Check = Callable[[], Awaitable[None]]
+Check = Callable[[], Awaitable[object]]
 _MAX_DETAIL = 300  # an error message, not a traceback, goes on the wire
 
 
@@ -59,13 +63,19 @@ class HealthRegistry:
         down makes the process degraded, not unready.
         """
         self._checks[name] = check
-        if not required:
+        if required:
+            self._optional.discard(name)
+        else:
             self._optional.add(name)
 
     def set_status(self, name: str, ok: bool, detail: str = "") -> None:
         """Record a component's own view of itself, e.g. ``(False, "db writes failing")``."""
         self._reported[name] = _Reported(ok, detail, now_ms())
         self._metrics.component_up.labels(name).set(1 if ok else 0)
+
+    def forget(self, name: str) -> None:
+        """Drop a self-reported status (e.g. "starting" once the process is up)."""
+        self._reported.pop(name, None)
 
     async def check_all(self, timeout: float = 2.0) -> dict[str, ComponentHealth]:
         """Probe every registered check concurrently, each bounded by ``timeout`` seconds.
@@ -98,17 +108,20 @@ class HealthRegistry:
     async def _probe(self, name: str, check: Check, timeout: float) -> ComponentHealth:
         began = time.perf_counter()
         try:
-            await asyncio.wait_for(check(), timeout)
+            reported = await asyncio.wait_for(check(), timeout)
         except TimeoutError:
             return self._result(name, began, f"check timed out after {timeout:g}s")
         except Exception as exc:
             return self._result(name, began, f"{type(exc).__name__}: {exc}"[:_MAX_DETAIL])
-        return self._result(name, began, None)
+        own = float(reported) if isinstance(reported, int | float) else None
+        return self._result(name, began, None, own)
 
     @staticmethod
-    def _result(name: str, began: float, error: str | None) -> ComponentHealth:
-        latency = round((time.perf_counter() - began) * 1000, 3)
-        return ComponentHealth(name, error is None, error, latency, now_ms())
+    def _result(
+        name: str, began: float, error: str | None, own_latency: float | None = None
+    ) -> ComponentHealth:
+        latency = own_latency if own_latency is not None else (time.perf_counter() - began) * 1000
+        return ComponentHealth(name, error is None, error, round(latency, 3), now_ms())
 
 
 def all_up(results: dict[str, ComponentHealth]) -> bool:

@@ -84,6 +84,12 @@ class Metrics:
             ["component"],
             registry=r,
         )
+        self.feed_failures = Counter(
+            "cryptodesk_feed_failures_total",
+            "Times an exchange feed failed and was restarted after a backoff.",
+            ["exchange"],
+            registry=r,
+        )
         self.ingest_lag_seconds = Gauge(
             "cryptodesk_ingest_lag_seconds",
             "Wall-clock age of the newest processed trade's event time (simulated time for sim).",

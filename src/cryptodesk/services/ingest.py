@@ -5,12 +5,19 @@ Trades go to topic ``trades`` and books to ``orderbooks``, keyed
 combined ordered stream (``watch_all``: the simulator and replay files) is read
 through it, so symbols never drift apart in event time; other sources are read
 with one ``watch_trades`` and one ``watch_order_book`` task per symbol.
+
+A feed that fails is restarted after a backoff with full jitter, forever,
+while the rest of the process keeps running; ``check`` tells ``/readyz`` the
+feed's state: down with the last error, down when no event arrived for
+``stale_after`` seconds, else up with the age of its newest event.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 import structlog
@@ -22,6 +29,7 @@ from cryptodesk.domain import codec
 from cryptodesk.domain.market import OrderBook, Trade, stream_key
 from cryptodesk.observability.metrics import Metrics
 from cryptodesk.services import cache_keys
+from cryptodesk.services.retry import backoff_delays
 
 log = structlog.get_logger(__name__)
 YIELD_EVERY = 500  # events published between forced yields to the event loop
@@ -30,6 +38,10 @@ YIELD_EVERY = 500  # events published between forced yields to the event loop
 @runtime_checkable
 class CombinedSource(Protocol):
     def watch_all(self) -> AsyncIterator[tuple[list[Trade], list[OrderBook]]]: ...
+
+
+class FeedDown(Exception):
+    """The feed is failing or silent; the message says why."""
 
 
 class MarketIngest:
@@ -43,13 +55,66 @@ class MarketIngest:
         metrics: Metrics,
         *,
         symbols: Sequence[str],
+        stale_after: float = 60.0,
+        restart_initial: float = 1.0,
+        restart_cap: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._source = source
         self._bus = bus
         self._cache = cache
         self._metrics = metrics
         self._symbols = list(symbols)
+        self._stale_after = stale_after
+        self._restart = (restart_initial, restart_cap)
+        self._clock = clock
+        self._last_event: float | None = None
+        self._failure: str | None = None
+        self._closed = asyncio.Event()
         self.published_trades = 0
+
+    @property
+    def exchange(self) -> str:
+        return self._source.exchange
+
+    async def check(self) -> float:
+        """Milliseconds since the newest event; raises FeedDown when failing or silent."""
+        if self._failure is not None:
+            raise FeedDown(self._failure)
+        if self._last_event is None:
+            raise FeedDown("no event received yet")
+        age = self._clock() - self._last_event
+        if age > self._stale_after:
+            raise FeedDown(f"stale: no event for {age:.0f}s (limit {self._stale_after:g}s)")
+        return age * 1000
+
+    async def run_forever(self) -> None:
+        """``run``, restarted with backoff after each failure, until ``close``."""
+        delays = backoff_delays(*self._restart)
+        while not self._closed.is_set():
+            try:
+                await self.run()
+                return  # the source ended (a finite replay) or was closed
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self._closed.is_set():
+                    return
+                self._failure = f"{type(exc).__name__}: {exc}"[:300]
+                self._metrics.feed_failures.labels(self.exchange).inc()
+                delay = next(delays)
+                log.warning(
+                    "feed failed, restarting",
+                    exchange=self.exchange,
+                    error=self._failure,
+                    retry_in=round(delay, 3),
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closed.wait(), delay)
+
+    def _seen(self) -> None:
+        self._last_event = self._clock()
+        self._failure = None
 
     async def run(self) -> None:
         markets = await self._source.load_markets()
@@ -87,6 +152,7 @@ class MarketIngest:
             return
         items = [(stream_key(t.exchange, t.symbol), codec.encode_trade(t)) for t in trades]
         await self._bus.publish_many("trades", items)
+        self._seen()
         self.published_trades += len(items)
         self._metrics.events_ingested.labels("trades").inc(len(items))
 
@@ -95,7 +161,9 @@ class MarketIngest:
             return
         items = [(stream_key(b.exchange, b.symbol), codec.encode_book(b)) for b in books]
         await self._bus.publish_many("orderbooks", items)
+        self._seen()
         self._metrics.events_ingested.labels("orderbooks").inc(len(items))
 
     async def close(self) -> None:
+        self._closed.set()
         await self._source.close()
