@@ -104,6 +104,9 @@ def db_current() -> None:
         fail(str(exc))
 
 
+# Command groups defined in their own modules register themselves here.
+
+
 def main() -> None:
     app(prog_name="cryptodesk")
 

@@ -1,0 +1,1 @@
+"""Local fake servers speaking real third-party wire formats (test code only)."""
