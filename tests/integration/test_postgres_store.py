@@ -1,25 +1,30 @@
 """SqlMarketStore and its migrations on a real PostgreSQL (asyncpg).
 
 The unchanged store contract, the migration checks the SQLite suite makes, and
-what only PostgreSQL has: monthly partitions, text keys in code-point order,
-server-side timeouts from ``create_engine``.
+what only PostgreSQL has: monthly partitions (ahead and on demand), text keys in
+code-point order, server-side timeouts from ``create_engine``, and surviving
+lost connections (a restarted server, a COMMIT whose answer never came).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import os
+import tempfile
+from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cryptodesk.adapters.db import migrate
+from cryptodesk.adapters.db import migrate, partitions
 from cryptodesk.adapters.db.engine import StorageError, create_engine
+from cryptodesk.adapters.db.in_doubt import CommitStillRunning, InDoubtCommits
 from cryptodesk.adapters.db.partitions import ensure_partitions, month_start
 from cryptodesk.adapters.db.sql_store import SqlMarketStore
 from tests.contracts.store_contract import T0, StoreContract, all_trades, candle, trade
+from tests.servers import STARTERS, Servers, ServerUnavailable, stop
 
 # T0 is 2023-11-14: the migration partitions only the current and next month,
 # so the contract's rows land in DEFAULT unless a test creates their partition.
@@ -147,9 +152,15 @@ async def test_ensure_partitions_is_idempotent(store: SqlMarketStore, postgres_u
     )
 
 
-async def test_ensure_partitions_moves_rows_out_of_default(
-    store: SqlMarketStore, postgres_url: str
-) -> None:
+async def test_ensure_partitions_moves_rows_out_of_default(postgres_url: str) -> None:
+    store = await migrated(postgres_url, create_partitions=False)
+    try:
+        await _moves_rows_out_of_default(store, postgres_url)
+    finally:
+        await store.close()
+
+
+async def _moves_rows_out_of_default(store: SqlMarketStore, postgres_url: str) -> None:
     before = [trade(str(i), NOV_2023 + i * 3_600_000) for i in range(24 * 30)]
     dec = [trade("dec", DEC_2023)]
     await store.insert_trades(before + dec)
@@ -194,6 +205,213 @@ async def test_ensure_partitions_validates_and_skips_sqlite(tmp_path: object) ->
             await ensure_partitions(engine, months_ahead=-1)
     finally:
         await engine.dispose()
+
+
+MAR_2019 = month_start(2019, 3)
+APR_2019 = month_start(2019, 4)
+
+
+async def where_rows_are(url: str, table: str, column: str) -> dict[int, str]:
+    """Partition-key value -> the partition that physically holds the row."""
+    rows = await fetch(url, f"SELECT {column}, tableoid::regclass::text FROM {table}")
+    return {r[0]: r[1] for r in rows}
+
+
+async def test_partitions_are_created_on_demand_once_per_month(
+    store: SqlMarketStore, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int | None] = []
+
+    async def counted(engine: AsyncEngine, **kwargs: int) -> list[str]:
+        calls.append(kwargs.get("around_ms"))
+        return await ensure_partitions(engine, **kwargs)
+
+    monkeypatch.setattr(partitions, "ensure_partitions", counted)
+    march = [trade(str(i), MAR_2019 + i * 60_000) for i in range(100)]
+    assert await store.insert_trades(march) == march
+    await store.upsert_candles([candle(MAR_2019), candle(MAR_2019 + 60_000)])
+    assert len(calls) == 1  # the candles' month was prepared with the trades'
+    parts = await partitions_of(postgres_url, "trades")
+    assert parts["trades_p2019_03"] == f"FOR VALUES FROM ('{MAR_2019}') TO ('{APR_2019}')"
+    assert "candles_p2019_03" in await partitions_of(postgres_url, "candles")
+    assert set((await where_rows_are(postgres_url, "trades", "ts")).values()) == {"trades_p2019_03"}
+    assert set((await where_rows_are(postgres_url, "candles", "open_time")).values()) == {
+        "candles_p2019_03"
+    }
+
+    more = [trade(f"m{i}", MAR_2019 + 3_600_000 + i) for i in range(10)]
+    assert await store.insert_trades(more) == more
+    await store.upsert_candles([candle(MAR_2019 + 120_000)])
+    assert len(calls) == 1  # a known month costs no query
+
+    # A batch across a month boundary prepares the month it had not seen.
+    edge = [trade("end", APR_2019 - 1), trade("start", APR_2019)]
+    assert await store.insert_trades(edge) == edge
+    assert len(calls) == 2
+    placed = await where_rows_are(postgres_url, "trades", "ts")
+    assert placed[APR_2019 - 1] == "trades_p2019_03"
+    assert placed[APR_2019] == "trades_p2019_04"
+    assert await rows_in(postgres_url, "trades_default") == 0
+    assert await rows_in(postgres_url, "candles_default") == 0
+
+
+async def test_on_demand_partition_moves_rows_already_in_default(postgres_url: str) -> None:
+    # Rows written by a store that did not prepare the month (an older version)
+    # move out of DEFAULT when another store first writes that month.
+    old = await migrated(postgres_url, create_partitions=False)
+    try:
+        await old.insert_trades([trade("old", MAR_2019 + 1)])
+    finally:
+        await old.close()
+    assert await rows_in(postgres_url, "trades_default") == 1
+    new = SqlMarketStore(create_engine(postgres_url))
+    try:
+        assert await new.insert_trades([trade("old", MAR_2019 + 1), trade("new", MAR_2019)]) == [
+            trade("new", MAR_2019)
+        ]
+    finally:
+        await new.close()
+    assert await rows_in(postgres_url, "trades_default") == 0
+    assert await rows_in(postgres_url, "trades_p2019_03") == 2
+
+
+async def test_failed_partition_creation_does_not_fail_the_insert(
+    store: SqlMarketStore, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = 0
+
+    async def refused(engine: AsyncEngine, **kwargs: int) -> list[str]:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("permission denied for schema public")
+
+    monkeypatch.setattr(partitions, "ensure_partitions", refused)
+    assert await store.insert_trades([trade("1", MAR_2019)]) == [trade("1", MAR_2019)]
+    assert await store.insert_trades([trade("2", MAR_2019)]) == [trade("2", MAR_2019)]
+    assert calls == 1  # not retried on every insert
+    assert await rows_in(postgres_url, "trades_default") == 2
+
+
+# ---- lost connections -----------------------------------------------------------------
+
+
+async def terminate_sessions(url: str) -> int:
+    """End every server session on ``url``'s database, as a server restart would."""
+    rows = await fetch(
+        url,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    return sum(1 for r in rows if r[0])
+
+
+async def test_dead_pooled_connections_are_replaced_without_an_error(
+    store: SqlMarketStore, postgres_url: str
+) -> None:
+    await store.insert_trades([trade("1")])
+    steps = [
+        ("ping", store.ping()),
+        ("get_trades", store.get_trades("sim", "BTC/USDT")),
+        ("insert_trades", store.insert_trades([trade("2")])),
+        ("upsert_candles", store.upsert_candles([candle(T0)])),
+        ("iter_trades", all_trades(store, "sim")),
+    ]
+    for name, step in steps:
+        assert await terminate_sessions(postgres_url) >= 1, name  # the pool held one
+        await step
+    assert await all_trades(store, "sim") == [trade("1"), trade("2")]
+    assert await store.count_candles() == 1
+
+
+async def test_unanswered_commits_are_settled_by_the_server(postgres_url: str) -> None:
+    await asyncio.to_thread(migrate.upgrade, postgres_url)
+    engine = create_engine(postgres_url)
+    admin = await asyncpg.connect(dsn(postgres_url))
+    try:
+        committed = await admin.fetchval("SELECT txid_current()")  # autocommit: committed
+        rolled_back = admin.transaction()
+        await rolled_back.start()
+        aborted = await admin.fetchval("SELECT txid_current()")
+        await rolled_back.rollback()
+        running_tx = admin.transaction()
+        await running_tx.start()
+        running = await admin.fetchval("SELECT txid_current()")
+        doubt = InDoubtCommits()
+        doubt.remember(committed, [("sim", "X", "c")])
+        doubt.remember(aborted, [("sim", "X", "a")])
+        doubt.remember(running, [("sim", "X", "r")])
+        with pytest.raises(CommitStillRunning):
+            await doubt.resolve(engine)
+        await running_tx.commit()
+        await doubt.resolve(engine)
+        offered = [("sim", "X", k) for k in "carz"]
+        assert doubt.owed(offered) == {("sim", "X", "c"), ("sim", "X", "r")}
+        assert doubt.owed(offered) == set()  # owed once
+        assert not doubt.pending
+    finally:
+        await admin.close()
+        await engine.dispose()
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[Servers]:
+    """A server of this test's own: its configuration may change."""
+    servers = Servers(root=tempfile.mkdtemp(prefix="cryptodesk-pg-own-"))
+    os.chmod(servers.root, 0o755)
+    try:
+        STARTERS["postgres"](servers)
+    except ServerUnavailable as exc:
+        stop(servers)
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"postgres server is required under CI=true: {exc}")
+        pytest.skip(f"postgres server unavailable: {exc}")
+    try:
+        yield servers
+    finally:
+        stop(servers)
+
+
+async def test_trades_of_a_commit_whose_answer_was_lost_are_still_reported_new(
+    own_postgres: Servers,
+) -> None:
+    """The connection dies after the server committed but before the client heard.
+
+    A synchronous standby that does not exist makes COMMIT wait after the commit
+    is durable; ending the session then is what a crash at that instant does.
+    Without settling, the retry would find only duplicates and report none new,
+    and those trades would never reach a candle.
+    """
+    url = own_postgres.postgres_url
+    await asyncio.to_thread(migrate.upgrade, url)
+    settings = {"synchronous_commit": "on", "application_name": "in-doubt"}
+    store = SqlMarketStore(create_engine(url, connect_args={"server_settings": settings}))
+    admin = await asyncpg.connect(dsn(url))
+    try:
+        await store.insert_trades([trade("warm")])  # partition and pool ready
+        await admin.execute("ALTER SYSTEM SET synchronous_standby_names = 'nobody'")
+        await admin.execute("SELECT pg_reload_conf()")
+        batch = [trade(str(i), T0 + i) for i in range(20)]
+        insert = asyncio.create_task(store.insert_trades(batch))
+        waiting = None
+        for _ in range(500):
+            waiting = await admin.fetchval(
+                "SELECT pid FROM pg_stat_activity"
+                " WHERE application_name = 'in-doubt' AND wait_event = 'SyncRep'"
+            )
+            if waiting is not None:
+                break
+            await asyncio.sleep(0.02)
+        assert waiting is not None, "COMMIT never waited for the standby"
+        assert await admin.fetchval("SELECT pg_terminate_backend($1)", waiting)
+        # The store retried on a new connection and learned the commit happened.
+        assert await asyncio.wait_for(insert, 10) == batch
+        await admin.execute("ALTER SYSTEM RESET synchronous_standby_names")
+        await admin.execute("SELECT pg_reload_conf()")
+        assert await store.insert_trades(batch) == []
+        assert await store.count_trades() == 21
+    finally:
+        await admin.close()
+        await store.close()
 
 
 # ---- PostgreSQL specifics -------------------------------------------------------------

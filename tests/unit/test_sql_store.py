@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cryptodesk.adapters.db import migrate
+from cryptodesk.adapters.db import migrate, partitions
 from cryptodesk.adapters.db.engine import StorageError, create_engine
 from cryptodesk.adapters.db.sql_store import SqlMarketStore
 from tests.contracts.store_contract import T0, StoreContract, candle, trade
@@ -218,3 +219,78 @@ async def test_inline_writes_fail_cleanly_and_recover(tmp_path: Path) -> None:
         assert await store.count_candles() == 1
     finally:
         await store.close()
+
+
+# ---- partitions on demand (PostgreSQL only; the server-side effect is in tests/integration)
+
+
+class EnsureCalls:
+    """Stands in for ``ensure_partitions``: records the months asked for, may fail."""
+
+    def __init__(self) -> None:
+        self.months: list[str] = []
+        self.fail = False
+
+    async def __call__(self, engine: object, **kwargs: int) -> list[str]:
+        at = datetime.fromtimestamp(kwargs["around_ms"] / 1000, tz=UTC)
+        assert at.day == 1
+        assert kwargs["months_ahead"] == 0
+        self.months.append(f"{at.year:04d}-{at.month:02d}")
+        if self.fail:
+            raise RuntimeError("lock timeout")
+        return []
+
+
+@pytest.fixture
+def ensure_calls(monkeypatch: pytest.MonkeyPatch) -> EnsureCalls:
+    calls = EnsureCalls()
+    monkeypatch.setattr(partitions, "ensure_partitions", calls)
+    return calls
+
+
+async def test_months_are_prepared_once_and_failures_retried_later(
+    ensure_calls: EnsureCalls,
+) -> None:
+    engine = create_engine("postgresql+asyncpg://u@127.0.0.1:1/db")  # never connects
+    now = [0.0]
+    on_demand = partitions.PartitionsOnDemand(engine, retry_after=60, clock=lambda: now[0])
+    try:
+        mar, apr, jun = (partitions.month_start(2019, m) for m in (3, 4, 6))
+        await on_demand.prepare([mar + 5, mar])
+        await on_demand.prepare([mar + 10])
+        assert ensure_calls.months == ["2019-03"]
+        # Only the months present, not those between (2019-05 has no row).
+        await on_demand.prepare([jun, apr - 1, apr, mar])
+        assert ensure_calls.months == ["2019-03", "2019-04", "2019-06"]
+        await on_demand.prepare([])
+
+        ensure_calls.fail = True
+        await on_demand.prepare([partitions.month_start(2019, 8)])  # logged, not raised
+        await on_demand.prepare([partitions.month_start(2019, 8)])
+        assert ensure_calls.months[-1:] == ["2019-08"]
+        assert len(ensure_calls.months) == 4  # not again before retry_after
+        ensure_calls.fail = False
+        now[0] = 61.0
+        await on_demand.prepare([partitions.month_start(2019, 8)])
+        await on_demand.prepare([partitions.month_start(2019, 8)])
+        assert ensure_calls.months[-2:] == ["2019-08", "2019-08"]
+        assert len(ensure_calls.months) == 5
+    finally:
+        await engine.dispose()
+
+
+async def test_sqlite_never_asks_for_partitions(tmp_path: Path, ensure_calls: EnsureCalls) -> None:
+    for inline in (True, False):
+        store = await migrated_store(tmp_path / f"p{inline}.db", inline_sqlite=inline)
+        try:
+            await store.insert_trades([trade("1", partitions.month_start(2019, 3))])
+            await store.upsert_candles([candle(partitions.month_start(2019, 3))])
+        finally:
+            await store.close()
+    assert ensure_calls.months == []
+
+
+def test_month_index_is_the_utc_month() -> None:
+    boundary = partitions.month_start(2024, 1)
+    assert partitions.month_index(boundary - 1) == 2023 * 12 + 11
+    assert partitions.month_index(boundary) == 2024 * 12

@@ -1,7 +1,10 @@
 """The scheduler role: periodic maintenance that must run in one place.
 
 Today: monthly database partitions are created ahead of time (PostgreSQL; a
-no-op on SQLite), once at start and then every ``interval`` seconds.
+no-op on SQLite), once at start and then every ``interval`` seconds. A run in
+which a job failed (the database was down, say) is repeated sooner, after a
+backoff with full jitter, so the scheduler does not stay reported down for a
+whole interval once the cause is gone.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 import structlog
 
 from cryptodesk.observability.health import HealthRegistry
+from cryptodesk.services.retry import backoff_delays
 
 log = structlog.get_logger(__name__)
 COMPONENT = "scheduler"
@@ -24,13 +28,17 @@ class MaintenanceScheduler:
         health: HealthRegistry,
         *,
         interval: float = 3600.0,
+        retry_initial: float = 5.0,
+        retry_cap: float = 300.0,
     ) -> None:
         self._jobs = jobs
         self._health = health
         self._interval = interval
+        self._retry = (retry_initial, retry_cap)
         self.runs = 0
 
-    async def run_once(self) -> None:
+    async def run_once(self) -> bool:
+        """Run every job once; True when all of them succeeded."""
         failures = []
         for name, job in self._jobs.items():
             try:
@@ -41,11 +49,17 @@ class MaintenanceScheduler:
                 failures.append(f"{name}: {exc}")
         self.runs += 1
         self._health.set_status(COMPONENT, not failures, "; ".join(failures) or "ok")
+        return not failures
 
     async def run(self, stop: asyncio.Event) -> None:
+        delays = backoff_delays(*self._retry)
         while not stop.is_set():
-            await self.run_once()
+            if await self.run_once():
+                delays = backoff_delays(*self._retry)
+                wait = self._interval
+            else:
+                wait = min(self._interval, next(delays))
             try:
-                await asyncio.wait_for(stop.wait(), self._interval)
+                await asyncio.wait_for(stop.wait(), wait)
             except TimeoutError:
                 continue

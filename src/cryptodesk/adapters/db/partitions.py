@@ -5,8 +5,9 @@ epoch-ms time column, plus a DEFAULT partition that catches any row whose
 month has no partition yet, so an insert is never rejected. Rows in DEFAULT
 are correct but lose the benefits of partitioning (pruning, cheap retention by
 ``DROP TABLE``), so the scheduler calls :func:`ensure_partitions` to keep
-partitions ready ahead of the clock, and a backfill calls it with
-``around_ms`` for the months it is about to write.
+partitions ready ahead of the clock, and the store calls it (through
+:class:`PartitionsOnDemand`) before it first inserts rows of a month it has not
+seen yet, such as a backfill of old history.
 
 PostgreSQL refuses to create a partition while DEFAULT holds rows of its
 range. When that happens the range's rows are moved: in one transaction,
@@ -19,10 +20,19 @@ and a failure rolls everything back.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
+import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+log = structlog.get_logger(__name__)
+
+# An insert waits for an on-demand partition, and every other writer of the
+# table queues behind the lock request: give up early (rows go to DEFAULT).
+ON_DEMAND_LOCK_TIMEOUT_MS = 2_000
 
 # Parent table -> its partition-key column (epoch ms).
 PARTITIONED = {"trades": "ts", "candles": "open_time"}
@@ -126,3 +136,75 @@ async def _create(
     )
     await conn.execute(text(partition))
     await conn.execute(text(f"INSERT INTO {table} SELECT * FROM {moved}"))
+
+
+def month_index(ms: int) -> int:
+    """``year * 12 + month - 1`` of the UTC month holding epoch ms ``ms``."""
+    at = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return at.year * 12 + at.month - 1
+
+
+class PartitionsOnDemand:
+    """Creates the monthly partition of rows the store is about to insert.
+
+    The scheduler keeps partitions ready ahead of the clock, but a backfill of
+    old history, a replay, or a scheduler that has not run yet writes months
+    it did not prepare; their rows would pile up in DEFAULT. Before an insert,
+    the store hands the rows' times here: months already known to exist cost a
+    set lookup; an unknown month is ensured once per process (idempotent and
+    safe against other processes doing the same, see :func:`ensure_partitions`).
+
+    A failure to create one is not the insert's failure: the rows go to
+    DEFAULT, where they are stored correctly, and the month is tried again
+    after ``retry_after`` seconds (the scheduler moves them out later).
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        retry_after: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._engine = engine
+        self._enabled = engine.dialect.name == "postgresql"
+        self._known: set[int] = set()
+        self._retry_at: dict[int, float] = {}
+        self._retry_after = retry_after
+        self._clock = clock
+
+    async def prepare(self, times: Sequence[int]) -> None:
+        """Make sure the partitions for every epoch-ms time in ``times`` exist."""
+        if not self._enabled or not times:
+            return
+        first, last = month_index(min(times)), month_index(max(times))
+        if first == last:
+            if first in self._known:
+                return
+            months = {first}
+        else:  # rare: a batch across a month boundary, or scattered history
+            months = {month_index(ms) for ms in times}
+        for index in sorted(months - self._known):
+            await self._ensure(index)
+
+    async def _ensure(self, index: int) -> None:
+        if self._clock() < self._retry_at.get(index, 0.0):
+            return
+        year, month = divmod(index, 12)
+        try:
+            await ensure_partitions(
+                self._engine,
+                months_ahead=0,
+                around_ms=month_start(year, month + 1),
+                lock_timeout_ms=ON_DEMAND_LOCK_TIMEOUT_MS,
+            )
+        except Exception as exc:
+            self._retry_at[index] = self._clock() + self._retry_after
+            log.warning(
+                "cannot create partition on demand; rows go to DEFAULT",
+                month=f"{year:04d}-{month + 1:02d}",
+                error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+            )
+            return
+        self._retry_at.pop(index, None)
+        self._known.add(index)

@@ -22,21 +22,32 @@ price is that a 2,000-row batch holds the event loop for about 8 ms.
 PostgreSQL (asyncpg) stays fully asynchronous; there the trades key also
 contains ``ts`` (the tables are partitioned by time), which still deduplicates
 because a redelivered trade keeps its timestamp (docs/database.md).
+
+A database that restarts leaves every pooled connection dead. Each operation
+runs once more when it failed only because its pooled connection was one of
+those (SQLAlchemy then discards the whole pool), so the first request after a
+restart succeeds instead of failing; checking every connection before use
+(``pool_pre_ping``) would cost three round trips per query, measured as
+doubling the time of a small ``get_candles``. On PostgreSQL, a trade insert
+whose COMMIT got no answer is settled by ``in_doubt.InDoubtCommits``, and the
+month partition of rows about to be inserted is created on demand
+(``partitions.PartitionsOnDemand``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Sequence
 from itertools import chain
 from operator import attrgetter
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
+import structlog
 from sqlalchemy import Row, Select, Table, func, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cryptodesk.adapters.db.engine import (
     SQLITE_PRAGMAS,
@@ -44,9 +55,14 @@ from cryptodesk.adapters.db.engine import (
     sqlite_path,
     storage_error,
 )
+from cryptodesk.adapters.db.in_doubt import InDoubtCommits
 from cryptodesk.adapters.db.models import candles as candles_table
 from cryptodesk.adapters.db.models import trades as trades_table
+from cryptodesk.adapters.db.partitions import PartitionsOnDemand
 from cryptodesk.domain.market import Candle, Trade
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 # Rows per INSERT statement: 512 rows x 7 columns stays far below SQLite's
 # historic 32,766-variable limit and PostgreSQL's 65,535 bind parameters.
@@ -111,8 +127,14 @@ class SqlMarketStore:
     """The market-data store on one AsyncEngine; see ``MarketStore`` for the contract."""
 
     def __init__(
-        self, engine: AsyncEngine, *, chunk_rows: int = TRADE_CHUNK_ROWS, inline_sqlite: bool = True
+        self,
+        engine: AsyncEngine,
+        *,
+        chunk_rows: int = TRADE_CHUNK_ROWS,
+        inline_sqlite: bool = True,
+        create_partitions: bool = True,
     ) -> None:
+        """``create_partitions=False`` leaves rows of unprepared months in DEFAULT."""
         dialect = engine.dialect.name
         if dialect not in _DIALECTS:
             raise StorageError(f"unsupported database {dialect!r}: use SQLite or PostgreSQL")
@@ -128,6 +150,9 @@ class SqlMarketStore:
         )
         self._inline: sqlite3.Connection | None = None
         self._candle_sql: tuple[str, list[str]] | None = None
+        postgres = dialect == "postgresql"
+        self._doubt = InDoubtCommits() if postgres else None
+        self._partitions = PartitionsOnDemand(engine) if postgres and create_partitions else None
 
     @property
     def engine(self) -> AsyncEngine:
@@ -145,6 +170,22 @@ class SqlMarketStore:
             yield
         except (SQLAlchemyError, sqlite3.Error, OSError) as exc:
             raise storage_error(exc, self._engine.url) from exc
+
+    async def _reconnecting(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """``operation()``, once more if a dead pooled connection failed it."""
+        try:
+            return await operation()
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            log.info("database connection was dead; retrying on a new one", error=str(exc.orig))
+        return await operation()
+
+    async def _commit(self, conn: AsyncConnection, inserted: Collection[TradeKey]) -> None:
+        if self._doubt is None or not inserted:  # nothing inserted: nothing can be owed
+            await conn.commit()
+        else:
+            await self._doubt.commit(conn, inserted)
 
     def _insert_trades_sql(self, rows: int, *, returning: bool = True) -> str:
         """Driver-level SQL for a ``rows``-row insert, compiled by the engine's dialect."""
@@ -187,17 +228,35 @@ class SqlMarketStore:
                 if new_keys is None:
                     return pending
                 return [t for key, t in unique.items() if key in new_keys]
-            if await self._insert_all_new(pending):
-                return pending
-            accepted: set[tuple[Any, ...]] = set()
-            async with self._engine.begin() as conn:
-                for chunk in self._chunks(pending):
-                    params = tuple(chain.from_iterable(map(_trade_values, chunk)))
-                    result = await conn.exec_driver_sql(self._insert_trades_sql(len(chunk)), params)
-                    accepted.update(map(tuple, result))
+            if self._partitions is not None:
+                await self._partitions.prepare([t.ts for t in pending])
+            accepted = await self._reconnecting(lambda: self._insert_driver(pending, unique.keys()))
+        if accepted is None:
+            return pending
+        if self._doubt is not None:
+            accepted |= self._doubt.owed(unique)
         if len(accepted) == len(pending):
             return pending
         return [t for key, t in unique.items() if key in accepted]
+
+    async def _insert_driver(
+        self, pending: list[Trade], keys: Collection[TradeKey]
+    ) -> set[tuple[Any, ...]] | None:
+        """Insert through the async driver; None when every trade was new, else the
+        keys of those that were."""
+        if self._doubt is not None:
+            await self._doubt.resolve(self._engine)
+        if await self._insert_all_new(pending, keys):
+            return None
+        accepted: set[tuple[Any, ...]] = set()
+        async with self._engine.connect() as conn:
+            await conn.begin()
+            for chunk in self._chunks(pending):
+                params = tuple(chain.from_iterable(map(_trade_values, chunk)))
+                result = await conn.exec_driver_sql(self._insert_trades_sql(len(chunk)), params)
+                accepted.update(map(tuple, result))
+            await self._commit(conn, accepted)
+        return accepted
 
     def _inline_connection(self) -> sqlite3.Connection:
         if self._inline is None:
@@ -241,7 +300,7 @@ class SqlMarketStore:
             yield trades[start : start + size]
             start += size
 
-    async def _insert_all_new(self, pending: list[Trade]) -> bool:
+    async def _insert_all_new(self, pending: list[Trade], keys: Collection[TradeKey]) -> bool:
         """Insert without RETURNING; commit and say True only if no row was a duplicate."""
         async with self._engine.connect() as conn:
             trans = await conn.begin()
@@ -252,7 +311,7 @@ class SqlMarketStore:
                 result = await conn.exec_driver_sql(sql, params)
                 inserted += result.rowcount
             if inserted == len(pending):
-                await trans.commit()
+                await self._commit(conn, keys)
                 return True
             await trans.rollback()
             return False
@@ -279,8 +338,13 @@ class SqlMarketStore:
             if self._sqlite_file is not None:
                 self._upsert_inline(upsert, rows)
                 return
-            async with self._engine.begin() as conn:
-                await conn.execute(upsert, rows)
+            if self._partitions is not None:
+                await self._partitions.prepare([c.open_time for c in latest.values()])
+            await self._reconnecting(lambda: self._upsert_driver(upsert, rows))
+
+    async def _upsert_driver(self, stmt: Any, rows: list[dict[str, Any]]) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(stmt, rows)
 
     def _upsert_inline(self, stmt: Any, rows: list[dict[str, Any]]) -> None:
         if self._candle_sql is None:
@@ -300,8 +364,11 @@ class SqlMarketStore:
 
     async def _all(self, stmt: Select[*tuple[Any, ...]]) -> Sequence[AnyRow]:
         with self._errors():
-            async with self._engine.connect() as conn:
-                return (await conn.execute(stmt)).all()
+            return await self._reconnecting(lambda: self._fetch_all(stmt))
+
+    async def _fetch_all(self, stmt: Select[*tuple[Any, ...]]) -> Sequence[AnyRow]:
+        async with self._engine.connect() as conn:
+            return (await conn.execute(stmt)).all()
 
     async def get_candles(
         self,
@@ -410,9 +477,12 @@ class SqlMarketStore:
     async def ping(self) -> None:
         """Fail with StorageError unless the database answers and has our tables."""
         with self._errors():
-            async with self._engine.connect() as conn:
-                for table in (trades_table, candles_table):
-                    await conn.execute(select(table.c.exchange).limit(1))
+            await self._reconnecting(self._probe)
+
+    async def _probe(self) -> None:
+        async with self._engine.connect() as conn:
+            for table in (trades_table, candles_table):
+                await conn.execute(select(table.c.exchange).limit(1))
 
     async def close(self) -> None:
         if self._inline is not None:
