@@ -181,6 +181,43 @@ async def test_broken_cache_falls_back_to_the_store():
     assert page.candles == SERIES[-3:]
 
 
+async def test_a_cached_tail_with_a_repeated_candle_is_not_trusted():
+    # A push retried after its reply was lost can leave a candle twice in the list.
+    q, cache, store, metrics = await seeded()
+    key = cache_keys.recent_candles("sim", "BTC/USDT", "1m")
+    await cache.push_capped(key, [codec.encode_candle(SERIES[-1])], maxlen=RECENT)
+    page = await q.candles("sim", "BTC/USDT", "1m", limit=10)
+    assert page.candles == SERIES[-10:]
+    assert store.candle_queries == 1
+    assert count(metrics, "cache_hits", "candles") == 0
+    assert not q.cache_degraded  # the cache answered; it was only not usable
+
+
+class RestartingCache(DictCache):
+    """A cache whose server goes away and comes back (``down``)."""
+
+    down = False
+
+    async def list_range(self, key: str, start: int = 0, end: int = -1) -> list[bytes]:
+        if self.down:
+            raise ConnectionError("cache down")
+        return await super().list_range(key, start, end)
+
+
+async def test_degraded_while_the_cache_fails_and_not_once_it_answers_again():
+    cache = RestartingCache()
+    q, _, store, _ = build(cache=cache)
+    await seed_series(cache, store, SERIES, recent=RECENT)
+    cache.down = True
+    assert (await q.candles("sim", "BTC/USDT", "1m", limit=3)).candles == SERIES[-3:]
+    assert q.cache_degraded
+    assert store.candle_queries == 1
+    cache.down = False
+    assert (await q.candles("sim", "BTC/USDT", "1m", limit=3)).candles == SERIES[-3:]
+    assert not q.cache_degraded
+    assert store.candle_queries == 1  # served by the cache again
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     start=st.none() | st.integers(-5, N + 5),

@@ -12,6 +12,7 @@ import base64
 import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import msgspec
@@ -292,7 +293,9 @@ class MarketQueries:
         The cached list is the store's newest finalized candles, so it answers
         any page that starts at or after its oldest item, and a backward page
         when it holds one more candle than asked for (proof that an older page
-        exists) before the upper bound.
+        exists) before the upper bound. A list that is not strictly ascending
+        is not trusted. (A list that missed candles while Redis was down is
+        started over by the cache itself, so it has no holes.)
         """
         if self._recent <= 0:
             return None
@@ -305,6 +308,12 @@ class MarketQueries:
             return None
         self.cache_degraded = False
         if not tail:
+            return None
+        if any(a.open_time >= b.open_time for a, b in pairwise(tail)):
+            # A push retried after its reply was lost can repeat candles; such a
+            # tail cannot answer "the next N", the store can.
+            log.warning("cached candles out of order, reading the store",
+                        series=f"{ex}:{sym}:{iv}")  # fmt: skip
             return None
         if w.forward:
             if w.lower is None or w.lower < tail[0].open_time:

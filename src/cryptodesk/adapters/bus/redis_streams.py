@@ -29,6 +29,17 @@ partitions, so two consumers may process one key's entries concurrently;
 where that matters run one consumer per group. Reclaimed entries are older
 than what others already processed.
 
+Redis outages: the client retries each command a few times; beyond that the
+bus keeps trying with backoff and full jitter, without a limit (see
+``redis_client.Reconnect``). ``publish``/``publish_many`` and ``ack`` return
+only once Redis took them (or raise once the bus is closed), so a publisher
+waits for Redis rather than dropping events. ``fetch`` never raises for an
+unreachable Redis: it waits for the next attempt within its timeout and
+returns [] when the timeout ends first, so a consumer loop just keeps
+fetching; ``ping`` (``/readyz``) is what reports the outage. After a failed
+read the consumer reads its own pending entries again first, because a reply
+lost with the connection may have delivered entries nobody saw.
+
 ``Message.position`` encodes the stream id "ms-seq" as ``ms * 2**20 + seq``
 (see ``encode_position``), so acks need no lookup table and work from any
 consumer object, even after ``close()``.
@@ -53,7 +64,12 @@ from redis.exceptions import ResponseError
 
 from cryptodesk.adapters.bus.base import Message
 from cryptodesk.adapters.bus.memory import BusClosedError
-from cryptodesk.adapters.redis_client import redis_client
+from cryptodesk.adapters.redis_client import (
+    UNAVAILABLE,
+    Reconnect,
+    redis_client,
+    until_available,
+)
 
 __all__ = ["BusClosedError", "RedisStreamsBus", "RedisStreamsConsumer", "decode_position",
            "encode_position"]  # fmt: skip
@@ -121,10 +137,12 @@ class RedisStreamsConsumer:
         self._claim_cursor = "0-0"
         self._claim_due = 0.0  # loop time of the next XAUTOCLAIM scan
         self._closed = False
-        self._reading: asyncio.Task[Any] | None = None
+        self._reading: asyncio.Future[Any] | None = None
         # Positions this object returned and nobody acked through it yet: XAUTOCLAIM
-        # also matches our own slow entries, and we must not hand them out twice.
+        # (and a re-read of our own pending entries after a lost connection) also
+        # match them, and we must not hand them out twice.
         self._inflight: set[int] = set()
+        self._reconnect = Reconnect(f"bus consumer {self._stream} {group}/{name}")
 
     @property
     def _stopped(self) -> bool:
@@ -134,14 +152,37 @@ class RedisStreamsConsumer:
         """Own pending entries first, then reclaimed ones, then new ones.
 
         After ``close()`` (or the bus's) it returns [] and whatever was read but
-        not returned stays pending, so it is delivered again later.
+        not returned stays pending, so it is delivered again later. While Redis
+        is unreachable it retries with backoff until ``timeout`` ends, then
+        returns []; the next call goes on with the same backoff.
         """
         if max_messages < 1:
             raise ValueError("max_messages must be at least 1")
-        if self._stopped:
-            return []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        while not self._stopped:
+            wait = self._reconnect.due_in()
+            if wait > 0:
+                remaining = deadline - loop.time()
+                await self._interruptible(asyncio.sleep(min(wait, max(0.0, remaining))))
+                if wait > remaining or self._stopped:
+                    return []
+            try:
+                out = await self._fetch(max_messages, deadline)
+            except UNAVAILABLE as exc:
+                if self._stopped:
+                    return []
+                self._reconnect.failed(exc)
+                # A reply lost with the connection may have delivered entries to
+                # this consumer: they are in its pending list, read them first.
+                self._backlog = "0"
+                continue
+            self._reconnect.succeeded()
+            return out
+        return []
+
+    async def _fetch(self, max_messages: int, deadline: float) -> list[Message]:
+        loop = asyncio.get_running_loop()
         out: list[Message] = []
         while self._backlog is not None and len(out) < max_messages:
             entries = await self._read(self._backlog, max_messages - len(out), None)
@@ -149,7 +190,8 @@ class RedisStreamsConsumer:
                 self._backlog = None
                 break
             self._backlog = entries[-1][0].decode()
-            out.extend(await self._messages(entries))
+            own = await self._messages(entries)
+            out.extend(m for m in own if m.position not in self._inflight)
         if len(out) < max_messages and loop.time() >= self._claim_due:
             claimed = await self._messages(await self._claim(max_messages - len(out)))
             out.extend(m for m in claimed if m.position not in self._inflight)
@@ -171,15 +213,28 @@ class RedisStreamsConsumer:
         return out
 
     async def ack(self, messages: Sequence[Message]) -> None:
-        """XACK ``messages`` of this topic; acks after ``close()`` still count."""
+        """XACK ``messages`` of this topic; acks after ``close()`` still count.
+
+        Waits out a Redis outage. If the bus closes first, the rest stays
+        pending and is delivered again (at-least-once).
+        """
         mine = [m.position for m in messages if m.topic == self.topic]
         self._inflight.difference_update(mine)
         ids = [decode_position(p) for p in mine]
         if not ids or self._bus.closed:
             return
-        client = self._bus.client
+        client, bus = self._bus.client, self._bus
+        reconnect = Reconnect(f"bus ack {self._stream} {self.group}")
         for i in range(0, len(ids), _ACK_CHUNK):
-            await client.xack(self._stream, self.group, *ids[i : i + _ACK_CHUNK])
+            chunk = ids[i : i + _ACK_CHUNK]
+
+            async def send(chunk: list[str] = chunk) -> None:
+                await client.xack(self._stream, self.group, *chunk)
+
+            try:
+                await until_available(send, reconnect, stopped=lambda: bus.closed)
+            except UNAVAILABLE:
+                return  # closed while Redis was away: redelivered later
 
     async def close(self) -> None:
         """Stop: a waiting fetch returns [] now; nothing is acked, so the rest is redelivered."""
@@ -189,6 +244,21 @@ class RedisStreamsConsumer:
     def cancel_read(self) -> None:
         if self._reading is not None:
             self._reading.cancel()
+
+    async def _interruptible(self, wait: Awaitable[T]) -> T | None:
+        """Await ``wait`` in a task of its own, so ``close()`` can end it without
+        cancelling the caller; None when closing ended it."""
+        task: asyncio.Future[T] = asyncio.ensure_future(wait)
+        self._reading = task
+        try:
+            return await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if self._stopped and (current is None or not current.cancelling()):
+                return None
+            raise
+        finally:
+            self._reading = None
 
     # ---- Redis calls --------------------------------------------------------------
     async def _in_group(self, call: Callable[[], Awaitable[T]]) -> T:
@@ -215,17 +285,7 @@ class RedisStreamsConsumer:
         if block is None:
             reply = await self._in_group(call)
         else:
-            # A task of its own, so close() can cancel the wait without cancelling the caller.
-            task = self._reading = asyncio.ensure_future(self._in_group(call))
-            try:
-                reply = await task
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if self._stopped and (current is None or not current.cancelling()):
-                    return []
-                raise
-            finally:
-                self._reading = None
+            reply = await self._interruptible(self._in_group(call))
         return _entries_of(reply)
 
     async def _claim(self, count: int) -> list[Entry]:
@@ -370,18 +430,33 @@ class RedisStreamsBus:
         await self.client.aclose()
 
     async def publish(self, topic: str, key: str, value: bytes) -> None:
-        fields: dict[Any, Any] = {_KEY: key.encode(), _VALUE: value}
-        await self.client.xadd(self.stream(topic), fields, maxlen=self.maxlen, approximate=True)
+        """XADD; waits out a Redis outage (see the module docstring)."""
+        await self.publish_many(topic, [(key, value)])
 
     async def publish_many(self, topic: str, items: Sequence[tuple[str, bytes]]) -> None:
-        """XADDs pipelined in order (one connection, no MULTI), in chunks."""
+        """XADDs pipelined in order (one connection, no MULTI), in chunks.
+
+        A chunk that fails because Redis is unreachable is sent again, whole,
+        until Redis takes it: entries it had already added appear twice, which
+        at-least-once consumers absorb. Raises BusClosedError if the bus is
+        closed meanwhile.
+        """
         stream = self.stream(topic)
+        reconnect = Reconnect(f"bus publish {stream}")
         for i in range(0, len(items), _PUBLISH_CHUNK):
-            async with self.client.pipeline(transaction=False) as pipe:
-                for key, value in items[i : i + _PUBLISH_CHUNK]:
-                    fields: dict[Any, Any] = {_KEY: key.encode(), _VALUE: value}
-                    pipe.xadd(stream, fields, maxlen=self.maxlen, approximate=True)
-                await pipe.execute()
+            chunk = items[i : i + _PUBLISH_CHUNK]
+
+            async def send(chunk: Sequence[tuple[str, bytes]] = chunk) -> None:
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for key, value in chunk:
+                        fields: dict[Any, Any] = {_KEY: key.encode(), _VALUE: value}
+                        pipe.xadd(stream, fields, maxlen=self.maxlen, approximate=True)
+                    await pipe.execute()
+
+            try:
+                await until_available(send, reconnect, stopped=lambda: self._closed)
+            except UNAVAILABLE as exc:
+                raise BusClosedError("the bus closed while Redis was unreachable") from exc
 
     def consumer(self, topic: str, *, group: str, name: str = "c1") -> RedisStreamsConsumer:
         consumer = RedisStreamsConsumer(self, topic, group, name)

@@ -16,10 +16,21 @@ bounded local queue that drops its oldest message when a slow reader lets it
 fill (``RedisSubscription.dropped``), as in the twin; draining promptly also
 keeps Redis from disconnecting the slow client at its output-buffer limit.
 
-Connection failures propagate as redis-py exceptions (the runtime maps them).
-The client retries a command on connection errors with exponential backoff and
-jitter; a retried RPUSH or PUBLISH whose reply was lost may run twice, which
-at-least-once readers already tolerate.
+Connection failures propagate as redis-py exceptions (the runtime maps them):
+the cache is best effort and its callers fall back to the database. The client
+retries a command on connection errors with exponential backoff and jitter; a
+retried RPUSH or PUBLISH whose reply was lost may run twice, which at-least-once
+readers already tolerate. Once Redis is back the next command reconnects.
+
+A capped list that missed a push (Redis unreachable, so the push may or may not
+have happened) would otherwise keep a hole in the middle once pushes succeed
+again, and a reader of "the newest N items" would get a wrong answer. So its
+next successful push starts the list over, in the same MULTI: the list is then
+shorter, never wrong, and the writer can refill it from its source.
+
+A subscription's reader rides out an outage of any length: it reconnects and
+subscribes again with ``redis_client.Reconnect``'s backoff. What is published
+meanwhile is lost, as pub/sub promises nothing more.
 """
 
 from __future__ import annotations
@@ -27,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import random
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any, cast
 
@@ -42,7 +52,7 @@ from cryptodesk.adapters.cache.memory import (
     CacheClosedError,
     CacheTypeError,
 )
-from cryptodesk.adapters.redis_client import redis_client
+from cryptodesk.adapters.redis_client import UNAVAILABLE, Reconnect, redis_client
 
 __all__ = ["CacheClosedError", "CacheTypeError", "RedisCache", "RedisSubscription"]
 
@@ -51,8 +61,6 @@ log = structlog.get_logger(__name__)
 # A reader waits this long for a message before looping, which lets redis-py's
 # health check PING an idle subscription connection and notice that it died.
 _READ_POLL_SECONDS = 5.0
-# How long a broken subscription connection waits before reconnecting, at most.
-_RECONNECT_CAP_SECONDS = 5.0
 
 
 @contextlib.contextmanager
@@ -106,21 +114,18 @@ class RedisSubscription:
 
     async def _read(self) -> None:
         """Move messages from the connection to the queue until unsubscribed."""
-        failures = 0
+        reconnect = Reconnect(f"cache subscription {self._name}")
         while True:
             try:
                 message = await self._pubsub.get_message(timeout=_READ_POLL_SECONDS)
             except (RedisError, OSError) as exc:
                 if self._closing:
                     return
-                # redis-py reconnects and resubscribes on the next read; what was
-                # published meanwhile is lost, as pub/sub promises nothing more.
-                failures += 1
-                delay = min(_RECONNECT_CAP_SECONDS, 0.05 * 2**failures) * random.random()
-                log.warning("redis subscription lost", channel=self.channel, error=repr(exc))
-                await asyncio.sleep(delay)
+                # redis-py reconnects and subscribes again on the next read, for
+                # as long as it takes; what was published meanwhile is lost.
+                await asyncio.sleep(reconnect.failed(exc))
                 continue
-            failures = 0
+            reconnect.succeeded()
             if message is None:
                 continue
             kind = message["type"]
@@ -187,6 +192,8 @@ class RedisCache:
         self._subscriber_queue = subscriber_queue
         self._confirm_timeout = confirm_timeout
         self._subscriptions: set[RedisSubscription] = set()
+        # Capped lists (server names) that missed a push: the next push starts them over.
+        self._torn: set[str] = set()
         self._closed = False
 
     @classmethod
@@ -258,6 +265,7 @@ class RedisCache:
         px = _ttl_ms(ttl)
         _check_bytes(key, value)
         await self._client.set(name, value, px=px)
+        self._torn.discard(name)  # SET replaced whatever list was there
 
     async def set_many(self, items: Mapping[str, bytes], *, ttl: float | None = None) -> None:
         """Store all of ``items`` in one MULTI, so readers never see half a batch."""
@@ -271,18 +279,26 @@ class RedisCache:
         mapping: dict[Any, bytes] = {self._prefix + key: value for key, value in items.items()}
         if px is None:
             await self._client.mset(mapping)  # MSET is atomic and clears earlier ttls
-            return
-        async with self._client.pipeline(transaction=True) as pipe:
-            for name, value in mapping.items():
-                pipe.set(name, value, px=px)
-            await pipe.execute()
+        else:
+            async with self._client.pipeline(transaction=True) as pipe:
+                for name, value in mapping.items():
+                    pipe.set(name, value, px=px)
+                await pipe.execute()
+        if self._torn:
+            self._torn.difference_update(mapping)
 
     async def delete(self, key: str) -> None:
-        await self._client.delete(self._key(key))
+        name = self._key(key)
+        await self._client.delete(name)
+        self._torn.discard(name)
 
     # ---- capped lists -----------------------------------------------------------
     async def push_capped(self, key: str, values: Sequence[bytes], *, maxlen: int) -> None:
-        """RPUSH then LTRIM to the last ``maxlen`` in one MULTI; an empty push changes nothing."""
+        """RPUSH then LTRIM to the last ``maxlen`` in one MULTI; an empty push changes nothing.
+
+        After a push that failed because Redis was unreachable, the next one
+        first deletes the list (in the same MULTI): see the module docstring.
+        """
         if maxlen < 1:
             raise ValueError("maxlen must be at least 1")
         name = self._key(key)
@@ -290,11 +306,21 @@ class RedisCache:
             return
         for value in values:
             _check_bytes(key, value)
-        with _wrongtype(key):
-            async with self._client.pipeline(transaction=True) as pipe:
-                pipe.rpush(name, *values)
-                pipe.ltrim(name, -maxlen, -1)
-                await pipe.execute()
+        torn = name in self._torn
+        try:
+            with _wrongtype(key):
+                async with self._client.pipeline(transaction=True) as pipe:
+                    if torn:
+                        pipe.delete(name)
+                    pipe.rpush(name, *values)
+                    pipe.ltrim(name, -maxlen, -1)
+                    await pipe.execute()
+        except UNAVAILABLE:
+            self._torn.add(name)
+            raise
+        if torn:
+            self._torn.discard(name)
+            log.info("capped list started over after a missed push", key=key)
 
     async def list_range(self, key: str, start: int = 0, end: int = -1) -> list[bytes]:
         """Items ``start..end`` inclusive with Redis LRANGE's index rules."""
