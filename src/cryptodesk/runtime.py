@@ -37,6 +37,7 @@ from cryptodesk.adapters.exchanges.base import MarketDataSource
 from cryptodesk.adapters.exchanges.simulator import SimulatedExchange
 from cryptodesk.api.app import AppSwitch, create_app, create_health_app
 from cryptodesk.config import Settings, mask_url
+from cryptodesk.domain.backoff import backoff_delays
 from cryptodesk.domain.interval import Interval
 from cryptodesk.domain.timeutil import now_ms, parse_time
 from cryptodesk.observability.health import HealthRegistry
@@ -45,7 +46,6 @@ from cryptodesk.services.book_service import BookService
 from cryptodesk.services.candle_service import CandleService
 from cryptodesk.services.ingest import MarketIngest
 from cryptodesk.services.market_queries import MarketQueries
-from cryptodesk.services.retry import backoff_delays
 from cryptodesk.services.scheduler import MaintenanceScheduler
 
 log = structlog.get_logger(__name__)

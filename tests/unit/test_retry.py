@@ -4,7 +4,7 @@ is tested in test_services.py)."""
 import itertools
 import random
 
-from cryptodesk.services.retry import backoff_delays
+from cryptodesk.domain.backoff import backoff_delays
 
 
 def test_delays_grow_to_the_cap_with_jitter_below_the_ceiling():

@@ -282,3 +282,63 @@ async def test_retry_forever_stops_on_cancel():
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+class DownCache(MemoryCache):
+    """A cache whose writes fail while ``down``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+
+    async def push_capped(self, key: str, values, *, maxlen: int) -> None:  # type: ignore[no-untyped-def]
+        if self.down:
+            raise ConnectionError("cache unreachable")
+        await super().push_capped(key, values, maxlen=maxlen)
+
+
+async def test_recent_candles_lost_while_the_cache_was_down_are_rewritten_from_the_store(store):
+    env = Env(store)
+    env.cache = DownCache()
+    service = env.service()
+    key = cache_keys.recent_candles("sim", "BTC/USDT", "1m")
+    await env.publish(tr(1, T0, 100.0), tr(2, T0 + 61_500, 101.0))
+    await drain(service)
+    env.cache.down = True
+    await env.publish(tr(3, T0 + 122_000, 102.0))  # closes minute 1: the push fails
+    await drain(service)
+    assert len(await env.cache.list_range(key)) == 1
+    env.cache.down = False
+    await env.publish(tr(4, T0 + 183_000, 103.0))  # closes minute 2
+    await drain(service)
+    stored = await store.get_candles("sim", "BTC/USDT", "1m")
+    assert [c.open_time for c in stored] == [T0, T0 + 60_000, T0 + 120_000]
+    cached = [codec.decode_candle(r) for r in await env.cache.list_range(key)]
+    assert cached == stored  # no gap where the cache was down
+
+
+class FailingBus(MemoryBus):
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    async def publish_many(self, topic, items):  # type: ignore[no-untyped-def]
+        if topic == "deadletter" and self.failures > 0:
+            self.failures -= 1
+            raise ConnectionError("bus unreachable")
+        await super().publish_many(topic, items)
+
+
+async def test_dead_letters_survive_a_failed_publish():
+    from cryptodesk.adapters.bus.base import Message
+    from cryptodesk.services.dead_letter import DeadLetters
+
+    bus = FailingBus(failures=1)
+    out = bus.consumer("deadletter", group="t")
+    dead = DeadLetters(bus, Metrics())
+    dead.add(Message("trades", "sim:BTC/USDT", b"junk", 1), "undecodable")
+    with pytest.raises(ConnectionError):
+        await dead.flush()
+    await dead.flush()
+    letters = await out.fetch(10, timeout=0.1)
+    assert [m.key for m in letters] == ["sim:BTC/USDT"]

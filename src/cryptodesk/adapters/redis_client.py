@@ -25,7 +25,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from cryptodesk.services.retry import backoff_delays
+from cryptodesk.domain.backoff import backoff_delays
 
 __all__ = ["UNAVAILABLE", "Reconnect", "redis_client", "until_available"]
 

@@ -71,6 +71,7 @@ class CandleService:
         self._stats: dict[tuple[str, str], RollingTickerStats] = {}
         self._ignored: set[str] = set()
         self._dead = DeadLetters(bus, metrics)
+        self._cache_stale = False  # a cache update failed: the recent lists lost candles
         self.processed = 0
 
     # ---- start-up -------------------------------------------------------------------
@@ -275,11 +276,19 @@ class CandleService:
     ) -> None:
         """Best effort: the cache may be down; the db already has everything."""
         try:
-            await self._cache_finalized(finalized)
+            if self._cache_stale:
+                # Updates were lost while the cache was down: rewrite the recent
+                # candles from the store (which already holds ``finalized``).
+                for exchange in self._builders:
+                    await self._prime_cache(exchange)
+                self._cache_stale = False
+            else:
+                await self._cache_finalized(finalized)
             for exchange, trades in by_exchange.items():
                 await self._cache_open_state(exchange, self._builders[exchange])
                 await self._cache_tickers(exchange, trades)
         except Exception as exc:
+            self._cache_stale = True
             log.warning("cache update failed", error=str(exc))
 
     async def _cache_finalized(self, finalized: Sequence[Candle]) -> None:

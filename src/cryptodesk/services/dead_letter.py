@@ -40,5 +40,6 @@ class DeadLetters:
 
     async def flush(self) -> None:
         if self.pending:
-            items, self.pending = self.pending, []
-            await self._bus.publish_many(TOPIC, items)
+            # Cleared only once published: a failed publish is retried whole.
+            await self._bus.publish_many(TOPIC, self.pending)
+            self.pending = []

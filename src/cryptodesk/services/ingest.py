@@ -26,10 +26,10 @@ from cryptodesk.adapters.bus.base import Bus
 from cryptodesk.adapters.cache.base import Cache
 from cryptodesk.adapters.exchanges.base import MarketDataSource
 from cryptodesk.domain import codec
+from cryptodesk.domain.backoff import backoff_delays
 from cryptodesk.domain.market import OrderBook, Trade, stream_key
 from cryptodesk.observability.metrics import Metrics
 from cryptodesk.services import cache_keys
-from cryptodesk.services.retry import backoff_delays
 
 log = structlog.get_logger(__name__)
 YIELD_EVERY = 500  # events published between forced yields to the event loop

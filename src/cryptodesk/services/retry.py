@@ -11,28 +11,16 @@ returns.
 from __future__ import annotations
 
 import asyncio
-import random
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import structlog
 
+from cryptodesk.domain.backoff import backoff_delays
+
+__all__ = ["backoff_delays", "retry_forever"]
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
-
-
-def backoff_delays(
-    initial: float, cap: float, *, rng: random.Random | None = None
-) -> Iterator[float]:
-    """Endless waits: attempt ``n`` sleeps uniform(0, min(cap, initial * 2**n)).
-
-    Each wait is at least ``initial / 10`` so a fast-failing step never spins.
-    """
-    draw = (rng or random).uniform
-    ceiling = initial
-    while True:
-        yield max(initial / 10, draw(0, ceiling))
-        ceiling = min(cap, ceiling * 2)
 
 
 async def retry_forever(
