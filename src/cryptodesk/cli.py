@@ -105,6 +105,9 @@ def db_current() -> None:
 
 
 # Command groups defined in their own modules register themselves here.
+from cryptodesk.cli_files import register as register_files  # noqa: E402
+
+register_files(app)
 
 
 def main() -> None:

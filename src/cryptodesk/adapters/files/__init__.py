@@ -1,0 +1,1 @@
+"""Market-data files: candle and trade files users import, export and replay."""
