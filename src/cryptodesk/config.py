@@ -21,7 +21,7 @@ from pydantic_settings import (
 )
 
 from cryptodesk.domain.errors import DomainError
-from cryptodesk.domain.interval import parse_intervals
+from cryptodesk.domain.interval import Interval, parse_intervals
 from cryptodesk.domain.symbol import Symbol
 from cryptodesk.domain.timeutil import parse_time
 
@@ -92,7 +92,9 @@ class Settings(BaseSettings):
     bus_claim_idle_ms: int = Field(
         30_000, ge=0, description="Redis Streams: reclaim a dead consumer's messages after this."
     )
-    exchanges: CommaList = Field(["sim"], description="Exchange ids: sim or ccxt ids.")
+    exchanges: CommaList = Field(
+        ["sim"], description="Exchange ids: sim, ccxt ids, or replay:PATH (a candle/trade file)."
+    )
     symbols: CommaList = Field(["BTC/USDT", "ETH/USDT", "SOL/USDT"], description="BASE/QUOTE")
     intervals: CommaList = Field(["1m", "5m", "15m", "1h", "4h", "1d"], description="Candles")
     sim_speed: float = Field(1.0, gt=0, description="Simulated seconds per real second.")
@@ -103,6 +105,12 @@ class Settings(BaseSettings):
         "then continues the same stream. Empty: a new timeline from now on every start.",
     )
     sim_book_interval_ms: int = Field(1000, ge=10, description="Sim time between book snapshots.")
+    replay_path: str = Field(
+        "", description="File the replay exchange plays (set by CRYPTODESK_EXCHANGES=replay:PATH)."
+    )
+    replay_speed: str = Field("1", description="Replay seconds per real second, or max.")
+    replay_symbol: str = Field("", description="Symbol of the replayed file; empty: first SYMBOLS.")
+    replay_interval: str = Field("", description="Interval of a candle file; empty: inferred.")
     candle_grace_ms: int = Field(
         2000, ge=0, le=600_000, description="Event-time wait after an interval before it closes."
     )
@@ -147,6 +155,54 @@ class Settings(BaseSettings):
             except DomainError as exc:
                 raise ValueError(str(exc)) from None
         return value.strip()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _replay_path(cls, data: Any) -> Any:
+        """``replay:PATH`` in EXCHANGES names the exchange ``replay`` and its file."""
+        if not isinstance(data, dict) or "exchanges" not in data:
+            return data
+        items = _split(data["exchanges"])
+        if not isinstance(items, list):
+            return data
+        ids = []
+        for item in items:
+            if isinstance(item, str) and item.startswith("replay:"):
+                data = {**data, "replay_path": item.removeprefix("replay:")}
+                item = "replay"
+            ids.append(item)
+        return {**data, "exchanges": ids}
+
+    @field_validator("replay_speed")
+    @classmethod
+    def _replay_speed(cls, value: str) -> str:
+        from cryptodesk.adapters.exchanges.replay import parse_speed
+
+        try:
+            parse_speed(value)
+        except DomainError as exc:
+            raise ValueError(str(exc)) from None
+        return value.strip().lower()
+
+    @field_validator("replay_symbol")
+    @classmethod
+    def _replay_symbol(cls, value: str) -> str:
+        if not value.strip():
+            return ""
+        try:
+            return str(Symbol.parse(value))
+        except DomainError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("replay_interval")
+    @classmethod
+    def _replay_interval(cls, value: str) -> str:
+        if not value.strip():
+            return ""
+        try:
+            return Interval.parse(value.strip()).name
+        except DomainError as exc:
+            raise ValueError(str(exc)) from None
 
     @field_validator("exchanges", mode="before")
     @classmethod
@@ -194,6 +250,16 @@ class Settings(BaseSettings):
             raise ValueError(f"scheme must be one of {', '.join(s + '://' for s in allowed)}")
         _check_url(scheme, value)
         return value
+
+    @model_validator(mode="after")
+    def _replay_needs_a_file(self) -> Settings:
+        if "replay" in self.exchanges and not self.replay_path:
+            raise ValueError(f"{ENV_PREFIX}EXCHANGES: replay needs a file: use replay:PATH")
+        if self.replay_symbol and self.replay_symbol not in self.symbols:
+            raise ValueError(
+                f"{ENV_PREFIX}REPLAY_SYMBOL: {self.replay_symbol} is not one of {ENV_PREFIX}SYMBOLS"
+            )
+        return self
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:
@@ -260,9 +326,10 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = err["loc"][0] if err["loc"] else "settings"
-        name = f"{ENV_PREFIX}{str(loc).upper()}"
         msg = err["msg"].removeprefix("Value error, ")
+        if not err["loc"]:  # a check across settings names them itself
+            raise SettingsError(f"invalid setting {msg}") from None
+        name = f"{ENV_PREFIX}{str(err['loc'][0]).upper()}"
         raise SettingsError(f"invalid setting {name}: {msg}") from None
     except (OSError, ValueError) as exc:  # unreadable or malformed cryptodesk.toml
         raise SettingsError(f"cannot read configuration: {exc}") from None

@@ -174,6 +174,22 @@ def make_source(exchange: str, settings: Settings, *, last_ts: int | None) -> Ma
             book_interval_ms=settings.sim_book_interval_ms,
             resume_after_ms=resume,
         )
+    if exchange == "replay":
+        from cryptodesk.adapters.exchanges.replay import ReplayExchange, parse_speed
+        from cryptodesk.adapters.files.parsing import DataFileError
+
+        replay = ReplayExchange(
+            settings.replay_path,
+            symbol=settings.replay_symbol or settings.symbols[0],
+            speed=parse_speed(settings.replay_speed),
+            interval=settings.replay_interval or None,
+            resume_after_ms=last_ts,
+        )
+        try:
+            replay.load()  # a bad file fails the start with its line number
+        except DataFileError as exc:
+            raise StartupError(f"CRYPTODESK_EXCHANGES: replay: {exc}") from None
+        return replay
     raise StartupError(f"CRYPTODESK_EXCHANGES: exchange {exchange!r} is not supported yet; use sim")
 
 
@@ -296,6 +312,13 @@ class Runtime:
             health.register("cache", cache.ping, required=False)  # reads fall back to the db
             health.register("bus", bus.ping)
             intervals = [Interval.parse(i) for i in s.intervals]
+            # Sources first: a bad exchange setting or replay file stops the start
+            # before anything runs.
+            sources: list[MarketDataSource] = []
+            if "ingest" in self.roles:
+                for exchange in s.exchanges:
+                    last = await store.last_trade_ts(exchange)
+                    sources.append(make_source(exchange, s, last_ts=last))
             tune_gc()
             if "compute" in self.roles:
                 candles = CandleService(
@@ -313,18 +336,15 @@ class Runtime:
                 jobs = {"partitions": lambda: ensure_partitions(engine)}
                 scheduler = MaintenanceScheduler(jobs, health)
                 tasks["scheduler"] = asyncio.create_task(scheduler.run(self.stop_consumers))
-            if "ingest" in self.roles:
-                for exchange in s.exchanges:
-                    last = await store.last_trade_ts(exchange)
-                    source = make_source(exchange, s, last_ts=last)
-                    ingest = MarketIngest(
-                        source, bus, cache, self.metrics,
-                        symbols=s.symbols, stale_after=s.feed_stale_seconds,
-                    )  # fmt: skip
-                    ingests.append(ingest)
-                    # A failing feed restarts itself; the others and the API go on.
-                    health.register(f"feed:{exchange}", ingest.check, required=False)
-                    tasks[f"ingest:{exchange}"] = asyncio.create_task(ingest.run_forever())
+            for source in sources:
+                ingest = MarketIngest(
+                    source, bus, cache, self.metrics,
+                    symbols=s.symbols, stale_after=s.feed_stale_seconds,
+                )  # fmt: skip
+                ingests.append(ingest)
+                # A failing feed restarts itself; the others and the API go on.
+                health.register(f"feed:{source.exchange}", ingest.check, required=False)
+                tasks[f"ingest:{source.exchange}"] = asyncio.create_task(ingest.run_forever())
             # Every role answers HTTP (/healthz, /readyz, /metrics for probes and
             # scraping, and the read API); only "api" processes go behind the balancer.
             if sock is not None:
