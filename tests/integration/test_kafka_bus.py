@@ -4,18 +4,29 @@ what only Kafka promises (partition counts, key -> partition, committed offsets)
 from __future__ import annotations
 
 import asyncio
+import os
+import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import MessageSizeTooLargeError, UnknownError
 
-from cryptodesk.adapters.bus.base import Bus, Message
-from cryptodesk.adapters.bus.kafka import KafkaBus, decode_position, encode_position
+from cryptodesk.adapters.bus.base import Bus, Consumer, Message
+from cryptodesk.adapters.bus.kafka import (
+    BrokerUnavailable,
+    KafkaBus,
+    decode_position,
+    encode_position,
+    transient,
+)
+from cryptodesk.adapters.bus.kafka_consumer import _Acks
 from cryptodesk.adapters.bus.memory import BusClosedError
 from tests.contracts.bus_contract import MARKETS, BusContract, numbered
+from tests.servers import RESUMERS, STARTERS, STOPPERS, Servers, ServerUnavailable, stop
 
 # tansu 0.6 answers aiokafka's InitProducerId (v0) with an error, so the tests run
 # the producer without idempotence; group timings short enough that a group forms
@@ -235,3 +246,134 @@ async def test_ping_fails_when_nothing_listens() -> None:
     with pytest.raises(Exception):  # noqa: B017, PT011 - connection error or timeout
         await bus.ping()
     await bus.close()
+
+
+# ---- losing the broker ---------------------------------------------------------------------
+# tansu keeps everything in memory: the broker these tests restart comes back empty
+# (no topics, no committed offsets), as a whole Kafka cluster lost would.
+
+
+@pytest.fixture
+def own_broker() -> Iterator[Servers]:
+    """A broker of this test's own, which it may kill (the session one serves others)."""
+    servers = Servers(root=tempfile.mkdtemp(prefix="cryptodesk-kafka-loss-"))
+    os.chmod(servers.root, 0o755)
+    try:
+        STARTERS["kafka"](servers)
+    except ServerUnavailable as exc:
+        stop(servers)
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"kafka broker is required under CI=true: {exc}")
+        pytest.skip(f"kafka broker unavailable: {exc}")
+    try:
+        yield servers
+    finally:
+        stop(servers)
+
+
+def own_bus(servers: Servers, **options: object) -> KafkaBus:
+    return make_bus(f"127.0.0.1:{servers.kafka_port}", retry_cap=0.5, **options)
+
+
+async def fetch_until(consumer: Consumer, count: int, *, rounds: int = 60) -> list[Message]:
+    """At least ``count`` messages; a round is one fetch of up to a second."""
+    got: list[Message] = []
+    for _ in range(rounds):
+        if len(got) >= count:
+            break
+        got.extend(await consumer.fetch(100, timeout=1.0))
+    return got
+
+
+async def test_publish_waits_for_a_lost_broker_and_ping_says_why(own_broker: Servers) -> None:
+    bus = own_bus(own_broker)
+    consumer = bus.consumer("trades", group="g")
+    try:
+        await bus.publish_many("trades", [(k, b"before") for k in MARKETS])
+        assert len(await fetch_until(consumer, len(MARKETS))) == len(MARKETS)
+
+        STOPPERS["kafka"](own_broker)
+        with pytest.raises(BrokerUnavailable, match="KafkaError"):
+            await bus.ping()  # a refused connection, not a timeout
+        waiting = asyncio.create_task(bus.publish_many("trades", [(k, b"down") for k in MARKETS]))
+        # The consumer loop goes on: nothing fetched, nothing raised.
+        assert await consumer.fetch(100, timeout=0.5) == []
+        assert await consumer.fetch(100, timeout=0.5) == []
+        assert not waiting.done()  # nothing can have taken the records
+
+        RESUMERS["kafka"](own_broker)
+        await asyncio.wait_for(waiting, 60)
+        await bus.publish_many("trades", [(k, b"after") for k in MARKETS])
+        await bus.ping()
+        # The empty broker has the topic again, and the group reads it from the start.
+        assert bus.topic_prefix + "trades" in await bus.cluster_topics()
+        got = await fetch_until(consumer, 2 * len(MARKETS))
+        assert sorted(m.value for m in got) == sorted([b"down", b"after"] * len(MARKETS))
+    finally:
+        await bus.close()
+
+
+async def test_acks_from_before_the_loss_commit_nothing_on_the_new_broker(
+    own_broker: Servers,
+) -> None:
+    """Offsets of the lost log committed to the new one would skip its messages."""
+    bus = own_bus(own_broker, partitions=1)
+    first = bus.consumer("trades", group="g")
+    try:
+        await bus.publish_many("trades", numbered(10, MARKETS[:1]))
+        old = await fetch_until(first, 10)
+        assert len(old) == 10
+
+        STOPPERS["kafka"](own_broker)
+        with pytest.raises(BrokerUnavailable):
+            await bus.ping()
+        RESUMERS["kafka"](own_broker)
+        await bus.publish_many("trades", [(MARKETS[0], b"new%d" % i) for i in range(20)])
+        assert len(await fetch_until(first, 20)) == 20
+        await first.ack(old)  # offsets 0..9 of the lost log: must not be committed
+        await first.close()
+
+        second = bus.consumer("trades", group="g")
+        again = await fetch_until(second, 20)
+        assert sorted(m.value for m in again) == sorted(b"new%d" % i for i in range(20))
+    finally:
+        await bus.close()
+
+
+async def test_close_ends_a_publish_waiting_for_the_broker(own_broker: Servers) -> None:
+    bus = own_bus(own_broker, ping_timeout=1.0)
+    await bus.publish("t", MARKETS[0], b"v")
+    STOPPERS["kafka"](own_broker)
+    waiting = asyncio.create_task(bus.publish("t", MARKETS[0], b"w"))
+    with pytest.raises(BrokerUnavailable):
+        await bus.ping()
+    await bus.close()
+    with pytest.raises(BusClosedError):
+        await asyncio.wait_for(waiting, 30)
+
+
+async def test_errors_no_retry_can_fix_are_raised_at_once(kafka_bootstrap: str) -> None:
+    bus = make_bus(kafka_bootstrap)
+    try:
+        with pytest.raises(MessageSizeTooLargeError):
+            await bus.publish("t", MARKETS[0], b"x" * 2_000_000)
+        assert not transient(MessageSizeTooLargeError())
+        assert transient(UnknownError())  # a broker's passing failure; see transient()
+    finally:
+        await bus.close()
+
+
+def test_acks_count_only_the_messages_delivered_since_the_last_reset() -> None:
+    def fetched(*offsets: int) -> list[tuple[int, Message]]:
+        return [(o, Message("t", "k", b"%d" % o, encode_position(0, o))) for o in offsets]
+
+    acks = _Acks()
+    before = fetched(0, 1, 2)
+    acks.delivered(before)
+    again = fetched(0, 1)  # moved back: a rebalance, an offset reset, a new broker
+    acks.delivered(again)
+    assert acks.ack(2, before[2][1]) is None  # delivered before the reset only
+    assert acks.ack(0, before[0][1]) is None  # same offset, but not this message
+    assert acks.ack(0, again[0][1]) == 1
+    assert acks.ack(1, again[1][1]) == 2
+    assert acks.ack(5, fetched(5)[0][1]) is None

@@ -5,6 +5,11 @@ topic once while it lives; messages it fetched but did not ``ack`` are
 delivered again to the next consumer of the same group (after a crash or a
 restart). Messages with the same key keep their order. Every implementation
 (memory, Redis Streams, Kafka) passes ``tests/contracts/bus_contract.py``.
+
+A bus rides out losing its server: a publish waits and sends again until the
+server takes the events (it may then hold some twice), a fetch returns nothing
+while the consumer reconnects, and ``ping`` says the bus is down meanwhile.
+Only errors no retry can fix are raised, and ``BusClosedError`` once closed.
 """
 
 from __future__ import annotations
@@ -34,7 +39,11 @@ class Consumer(Protocol):
         ...
 
     async def ack(self, messages: Sequence[Message]) -> None:
-        """Mark messages processed; call only after the sink has written them."""
+        """Mark messages processed; call only after the sink has written them.
+
+        Pass the objects ``fetch`` returned. Messages fetched before the consumer
+        reconnected or its group rebalanced may be ignored: they come again.
+        """
         ...
 
     async def close(self) -> None: ...
@@ -50,7 +59,8 @@ class Bus(Protocol):
     async def publish(self, topic: str, key: str, value: bytes) -> None: ...
 
     async def publish_many(self, topic: str, items: Sequence[tuple[str, bytes]]) -> None:
-        """Publish ``(key, value)`` pairs in order, as one batch where the engine allows."""
+        """Publish ``(key, value)`` pairs in order, as one batch where the engine allows;
+        returns once the server has them all (waiting while it is unreachable)."""
         ...
 
     def consumer(self, topic: str, *, group: str, name: str = "c1") -> Consumer:
@@ -58,5 +68,6 @@ class Bus(Protocol):
         ...
 
     async def ping(self) -> None:
-        """Raise if the bus is unreachable (used by /readyz)."""
+        """Raise, saying why, while the bus is unreachable or cannot take publishes
+        (used by /readyz)."""
         ...

@@ -12,199 +12,80 @@
   offsets are committed only by ``ack``, i.e. after the sink wrote. ``close``
   leaves the group without committing, so whatever was fetched and not acked is
   delivered again to the group's next consumer of that partition.
-* ``Message.position`` is ``partition * 2**40 + offset`` (see ``encode_position``):
-  unique in a topic, and ``ack`` decodes it back to (partition, offset).
+* ``Message.position`` is ``partition * 2**40 + offset`` (see ``encode_position``),
+  and ``ack`` decodes it back to (partition, offset).
+
+Losing the broker (a restart, a network cut, a whole cluster lost) is ridden out;
+errors a retry can fix never reach the caller:
+
+* Every metadata probe (``ping``, idle consumers, stalled publishes) that finds no
+  broker answering starts a new *epoch*. Clients made in an older epoch are
+  replaced before their next use: the producer is abandoned with whatever it
+  still holds (see ``_abandoned``), consumers leave the group and join again.
+  The new ones create the bus's topics first when the cluster lacks them.
+* ``publish_many`` returns only once the broker acknowledged every record. Failed
+  records are sent again, from the first unacknowledged one on, after a capped
+  exponential backoff with full jitter. A retried send may duplicate records;
+  the sinks are idempotent.
+* A cluster that came back empty has no committed offsets, so a rejoined member
+  reads from the oldest message; and it numbers offsets from zero again, so an
+  ``ack`` counts only the very messages this member delivered since its last
+  join or rebalance (older ones are delivered again instead).
+* ``ping`` fails while no broker answers a metadata request, and while a publish
+  is waiting for the broker; the error says which and why.
+
+A broker that lost its data also lost what it had acknowledged and no consumer
+had acknowledged yet: that is the broker's durability, which the bus cannot
+restore. A broker that creates topics on a client's metadata request may create
+ours with its own partition count before the bus does; the bus logs the mismatch
+(``auto.create.topics.enable=false`` avoids it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
-from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from urllib.parse import parse_qs, urlsplit
 
 # aiokafka ships no type information (no py.typed), so its names are Any here.
 from aiokafka import (  # type: ignore[import-untyped]
-    AIOKafkaConsumer,
     AIOKafkaProducer,
-    TopicPartition,
 )
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
 from aiokafka.errors import (  # type: ignore[import-untyped]
-    CommitFailedError,
-    ConsumerStoppedError,
-    IllegalStateError,
     KafkaError,
     TopicAlreadyExistsError,
     for_code,
 )
 
-from cryptodesk.adapters.bus.base import Message
+from cryptodesk.adapters.bus.kafka_client import (
+    PROBE_SECONDS,
+    BrokerUnavailable,
+    abandon_producer,
+    decode_position,
+    describe,
+    encode_position,
+    stop_client,
+    transient,
+)
+from cryptodesk.adapters.bus.kafka_consumer import KafkaConsumer
 from cryptodesk.adapters.bus.memory import BusClosedError
+from cryptodesk.domain.backoff import backoff_delays
+
+__all__ = [
+    "BrokerUnavailable",
+    "KafkaBus",
+    "KafkaConsumer",
+    "decode_position",
+    "encode_position",
+    "transient",
+]
 
 log = logging.getLogger(__name__)
-
-OFFSET_BITS = 40
-_OFFSET_LIMIT = 1 << OFFSET_BITS
-# 2**23 partitions keep every position inside a signed 64-bit integer (a BIGINT).
-_PARTITION_LIMIT = 1 << (63 - OFFSET_BITS)
 _TOPIC_ALREADY_EXISTS = TopicAlreadyExistsError.errno
-
-
-def encode_position(partition: int, offset: int) -> int:
-    """``partition * 2**40 + offset``: room for 10**12 offsets per partition."""
-    if not 0 <= partition < _PARTITION_LIMIT or not 0 <= offset < _OFFSET_LIMIT:
-        raise ValueError(f"partition {partition} / offset {offset} out of range")
-    return (partition << OFFSET_BITS) | offset
-
-
-def decode_position(position: int) -> tuple[int, int]:
-    """The ``(partition, offset)`` that ``encode_position`` packed."""
-    if position < 0:
-        raise ValueError(f"position {position} is negative")
-    return position >> OFFSET_BITS, position & (_OFFSET_LIMIT - 1)
-
-
-class _Acks:
-    """What one partition delivered and what of it is acked.
-
-    Kafka stores one committed offset per partition, so acking out of order can
-    only commit the contiguous acked prefix: the commit is the oldest offset still
-    unacked (or one past the newest acked when nothing is pending).
-    """
-
-    __slots__ = ("acked", "pending", "top")
-
-    def __init__(self) -> None:
-        self.pending: deque[int] = deque()  # delivered offsets, ascending
-        self.acked: set[int] = set()  # acked but not yet at the head of pending
-        self.top = -1  # highest offset ever delivered
-
-    def delivered(self, first: int, last: int, offsets: list[int]) -> None:
-        if first <= self.top:
-            # A rebalance reset this partition to its committed offset: what was
-            # pending is being delivered again, so start over from here.
-            self.pending.clear()
-            self.acked.clear()
-        self.pending.extend(offsets)
-        self.top = last
-
-    def ack(self, offset: int) -> int | None:
-        """Record ``offset``; the offset to commit if the acked prefix grew."""
-        pending, acked = self.pending, self.acked
-        if not pending or offset < pending[0]:
-            return None  # already committed, or from before a reset
-        acked.add(offset)
-        moved = False
-        while pending and pending[0] in acked:
-            acked.discard(pending.popleft())
-            moved = True
-        if not moved:
-            return None
-        return pending[0] if pending else self.top + 1
-
-
-class KafkaConsumer:
-    """A member of a consumer group on one topic; joins the group on first fetch."""
-
-    def __init__(self, bus: KafkaBus, topic: str, group: str, name: str) -> None:
-        self._bus = bus
-        self.topic = topic
-        self.group = group
-        self.name = name
-        self._kafka: AIOKafkaConsumer | None = None
-        self._starting = asyncio.Lock()
-        self._acks: dict[int, _Acks] = {}
-        self._closed = False
-
-    async def _started(self) -> AIOKafkaConsumer | None:
-        async with self._starting:
-            if self._kafka is None and not self._closed:
-                bus = self._bus
-                full = await bus.ensure_topic(self.topic)
-                kafka = AIOKafkaConsumer(full, **bus.consumer_options(self.group, self.name))
-                await kafka.start()
-                if self._closed:  # closed while joining
-                    await kafka.stop()
-                    return None
-                self._kafka = kafka
-            return self._kafka
-
-    async def fetch(self, max_messages: int = 1000, timeout: float = 1.0) -> list[Message]:
-        """Up to ``max_messages``; the first call also joins the group (not counted
-        in ``timeout``, which is how long to wait for messages)."""
-        if max_messages < 1:
-            raise ValueError("max_messages must be at least 1")
-        if self._closed or self._bus.closed:
-            return []
-        kafka = await self._started()
-        if kafka is None:
-            return []
-        try:
-            batches = await kafka.getmany(
-                timeout_ms=max(0, round(timeout * 1000)), max_records=max_messages
-            )
-        except ConsumerStoppedError:
-            return []  # close() (ours or the bus's) while this fetch waited
-        out: list[Message] = []
-        prefix_len = len(self._bus.topic_prefix)
-        for tp, records in batches.items():
-            if not records:
-                continue
-            acks = self._acks.get(tp.partition)
-            if acks is None:
-                acks = self._acks[tp.partition] = _Acks()
-            offsets = [r.offset for r in records]
-            acks.delivered(offsets[0], offsets[-1], offsets)
-            topic = tp.topic[prefix_len:]
-            for r in records:
-                key = r.key.decode() if r.key is not None else ""
-                value = r.value if r.value is not None else b""
-                out.append(Message(topic, key, value, encode_position(tp.partition, r.offset)))
-        return out
-
-    async def ack(self, messages: Sequence[Message]) -> None:
-        """Commit the acked prefix of each partition the messages came from.
-
-        After ``close`` acks are ignored (the group no longer knows this member),
-        and a commit refused because the group rebalanced meanwhile is logged and
-        dropped: either way those messages are delivered again (at least once).
-        """
-        kafka = self._kafka
-        if not messages or kafka is None or self._closed:
-            return
-        commits: dict[int, int] = {}
-        for m in messages:
-            if m.topic != self.topic:
-                continue
-            partition, offset = decode_position(m.position)
-            acks = self._acks.get(partition)
-            if acks is not None and (commit := acks.ack(offset)) is not None:
-                commits[partition] = commit
-        if not commits:
-            return
-        full = self._bus.topic_prefix + self.topic
-        offsets = {TopicPartition(full, p): o for p, o in commits.items()}
-        assigned = kafka.assignment()
-        offsets = {tp: o for tp, o in offsets.items() if tp in assigned}
-        if not offsets:
-            return
-        try:
-            await kafka.commit(offsets)
-        except (CommitFailedError, IllegalStateError) as exc:
-            log.warning("kafka commit for %s/%s dropped: %s", self.group, self.topic, exc)
-
-    async def close(self) -> None:
-        """Leave the group without committing: unacked messages go to the next consumer."""
-        if self._closed:
-            return
-        self._closed = True
-        self._bus.forget(self)
-        async with self._starting:
-            kafka, self._kafka = self._kafka, None
-        if kafka is not None:
-            await kafka.stop()
 
 
 class KafkaBus:
@@ -213,8 +94,11 @@ class KafkaBus:
     The group timings default to production values (aiokafka's session and
     heartbeat, a 60 s rebalance window); tests against a single local broker
     pass shorter ones so a group forms in about a second. ``idempotent=False``
-    is for brokers without idempotent producers (tansu 0.6 rejects aiokafka's
-    InitProducerId v0); order per key still holds, a retried send may duplicate.
+    is for brokers without idempotent producers (tansu 0.6 answers InitProducerId
+    v3 and later only; aiokafka 0.14 sends v0); order per key still holds, a
+    retried send may duplicate.
+    ``retry_initial`` and ``retry_cap`` (seconds) bound the backoff of retried
+    publishes and of consumers rejoining after losing the broker.
     """
 
     def __init__(
@@ -231,6 +115,8 @@ class KafkaBus:
         heartbeat_interval_ms: int = 3_000,
         rebalance_timeout_ms: int = 60_000,
         ping_timeout: float = 5.0,
+        retry_initial: float = 0.1,
+        retry_cap: float = 5.0,
     ) -> None:
         if not bootstrap_servers:
             raise ValueError("bootstrap_servers must name at least one host:port")
@@ -242,6 +128,8 @@ class KafkaBus:
             raise ValueError(f"compression {compression!r} is not gzip|snappy|lz4|zstd")
         if not heartbeat_interval_ms < session_timeout_ms:
             raise ValueError("heartbeat_interval_ms must be below session_timeout_ms")
+        if not 0 < retry_initial <= retry_cap:
+            raise ValueError("retry_initial must be above 0 and at most retry_cap")
         self.bootstrap_servers = list(bootstrap_servers)
         self.topic_prefix = topic_prefix
         self.partitions = partitions
@@ -254,13 +142,23 @@ class KafkaBus:
             "heartbeat_interval_ms": heartbeat_interval_ms,
             "rebalance_timeout_ms": rebalance_timeout_ms,
         }
-        self._ping_timeout = ping_timeout
+        self.ping_timeout = ping_timeout
+        self.retry_initial = retry_initial
+        self.retry_cap = retry_cap
         self._producer: AIOKafkaProducer | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self._starting = asyncio.Lock()
         self._topics: set[str] = set()
         self._topic_lock = asyncio.Lock()
         self._consumers: set[KafkaConsumer] = set()
+        self._clients_epoch = 0  # the epoch the admin client and producer were made in
+        self._probe_lock = asyncio.Lock()
+        self._probe: tuple[float, dict[str, int] | None, str] = (float("-inf"), None, "")
+        self._stalled: dict[int, str] = {}  # publishes waiting for the broker -> why
+        self._tokens = itertools.count()
+        # Counts the probes that found no broker answering (see the module docstring).
+        self.epoch = 0
+        self._closing = asyncio.Event()
         self._closed = False
 
     @classmethod
@@ -318,11 +216,18 @@ class KafkaBus:
         async with self._starting:
             if self._closed:
                 raise BusClosedError("the bus is closed")
+            if self._clients_epoch != self.epoch:
+                await self._retire_clients()
+            self._clients_epoch = self.epoch
             if self._admin is None:
                 admin = AIOKafkaAdminClient(
                     bootstrap_servers=self.bootstrap_servers, client_id=self._client_id
                 )
-                await admin.start()
+                try:
+                    await admin.start()
+                except BaseException:
+                    await admin.close()
+                    raise
                 self._admin = admin
             if self._producer is None:
                 producer = AIOKafkaProducer(
@@ -331,13 +236,17 @@ class KafkaBus:
                     acks="all",
                     enable_idempotence=self._idempotent,
                     compression_type=self._compression,
-                    linger_ms=5,
+                    # publish_many awaits its acknowledgements, so a linger would only
+                    # delay each call; records queued while a request is in flight are
+                    # batched anyway (bulk throughput is the same, small publishes are
+                    # several times faster).
+                    linger_ms=0,
                 )
                 try:
                     await producer.start()
                 except BaseException as exc:
                     await producer.stop()
-                    if self._idempotent and isinstance(exc, KafkaError):
+                    if self._idempotent and isinstance(exc, KafkaError) and not transient(exc):
                         exc.add_note(
                             "the broker may not support idempotent producers (tansu 0.6 "
                             "does not): use idempotent=False or kafka://...?idempotent=false"
@@ -346,53 +255,193 @@ class KafkaBus:
                 self._producer = producer
             return self._admin, self._producer
 
+    async def _retire_clients(self) -> None:
+        """Drop the clients made before the broker was last found unreachable
+        (call holding ``_starting``); the next use connects new ones.
+
+        The producer is abandoned, not flushed: aiokafka would deliver the batches
+        it still holds to the broker that comes back, before the bus re-creates its
+        topics there, and a broker may lose them (tansu 0.6 acknowledges a produce
+        to a topic it does not have, and loses records produced while it creates
+        one). Failing them makes every ``publish_many`` waiting on them send again,
+        after its topic exists.
+        """
+        producer, self._producer = self._producer, None
+        admin, self._admin = self._admin, None
+        if producer is not None:
+            await abandon_producer(producer, self.ping_timeout)
+        if admin is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self.ping_timeout):
+                    await admin.close()
+
     async def close(self) -> None:
-        """Stop every consumer (no commit), the producer (flushing) and the admin client."""
+        """Stop every consumer (no commit), the producer (flushing, for at most
+        ``ping_timeout`` when the broker is gone) and the admin client."""
         if self._closed:
             return
         self._closed = True
+        self._closing.set()
         for consumer in list(self._consumers):
             await consumer.close()
         async with self._starting:
             producer, self._producer = self._producer, None
             admin, self._admin = self._admin, None
         if producer is not None:
-            await producer.stop()
+            await stop_client(producer, self.ping_timeout)
         if admin is not None:
             await admin.close()
 
-    async def ensure_topic(self, topic: str) -> str:
-        """Create ``{prefix}{topic}`` if this bus has not yet; return the Kafka name."""
+    async def ensure_topic(self, topic: str, *, verify: bool = False) -> str:
+        """Create ``{prefix}{topic}`` unless the bus knows the cluster has it (with
+        ``verify``, ask the cluster again: it may have lost it); the Kafka name.
+
+        Raises ``BrokerUnavailable`` at once while the cluster does not answer
+        (aiokafka's admin would wait its 40 s request timeout for it).
+        """
         full = self.topic_prefix + topic
-        if full in self._topics:
+        if full in self._topics and not verify:
             return full
-        admin, _ = await self._started()
         async with self._topic_lock:
-            if full not in self._topics:
-                new = NewTopic(full, self.partitions, self.replication)
+            if full in self._topics and not verify:
+                return full
+            topics = await self.cluster_topics(max_age=0.0 if verify else PROBE_SECONDS)
+            found = topics.get(full)
+            if found is None:
+                admin, _ = await self._started()
                 try:
-                    response = await admin.create_topics([new])
-                except TopicAlreadyExistsError:
-                    pass
-                else:
-                    for name, code, message in _topic_errors(response):
-                        if code not in (0, _TOPIC_ALREADY_EXISTS):
-                            raise for_code(code)(f"creating topic {name}: {message}")
-                self._topics.add(full)
+                    async with asyncio.timeout(self.ping_timeout):
+                        await self._create_topic(admin, full)
+                except BaseException:
+                    await self._drop_admin(admin)
+                    raise
+                topics[full] = self.partitions  # the cached probe knows it now
+            elif found != self.partitions:
+                log.warning(
+                    "kafka topic %s has %d partitions, %d configured (made elsewhere, "
+                    "or auto-created by the broker)", full, found, self.partitions,
+                )  # fmt: skip
+            self._topics.add(full)
         return full
+
+    async def _create_topic(self, admin: AIOKafkaAdminClient, full: str) -> None:
+        new = NewTopic(full, self.partitions, self.replication)
+        try:
+            response = await admin.create_topics([new])
+        except TopicAlreadyExistsError:
+            return  # made meanwhile, by another process
+        for name, code, message in _topic_errors(response):
+            if code not in (0, _TOPIC_ALREADY_EXISTS):
+                raise for_code(code)(f"creating topic {name}: {message}")
+
+    async def _drop_admin(self, admin: AIOKafkaAdminClient) -> None:
+        """Forget a failing admin client; the next use connects a new one."""
+        async with self._starting:
+            if id(self._admin) != id(admin):  # already replaced
+                return
+            self._admin = None
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self.ping_timeout):
+                await admin.close()
 
     async def publish(self, topic: str, key: str, value: bytes) -> None:
         await self.publish_many(topic, ((key, value),))
 
     async def publish_many(self, topic: str, items: Sequence[tuple[str, bytes]]) -> None:
-        """Queue every record, then wait for all acknowledgements."""
-        _, producer = await self._started()
+        """Return once the broker acknowledged every record, in order.
+
+        While the broker is away this waits; a failed send is sent again from the
+        first unacknowledged record on, after a backoff. Raises ``BusClosedError``
+        when the bus closes meanwhile, and errors no retry can fix (a record too
+        large, a topic the broker refuses) at once.
+        """
+        if self._closed:
+            raise BusClosedError("the bus is closed")
         if not items:
             return
-        full = await self.ensure_topic(topic)
-        send = producer.send
-        futures = [await send(full, value, key=key.encode()) for key, value in items]
-        await asyncio.gather(*futures)
+        rest = list(items)
+        delays: Iterator[float] | None = None
+        token = next(self._tokens)
+        try:
+            while True:
+                try:
+                    _, producer = await self._started()
+                    full = await self.ensure_topic(topic, verify=delays is not None)
+                    sent, error = await self._send(producer, full, rest, token)
+                except Exception as exc:
+                    if not transient(exc):
+                        raise
+                    sent, error = 0, exc
+                if error is None:
+                    return
+                rest = rest[sent:]
+                delays = delays or backoff_delays(self.retry_initial, self.retry_cap)
+                delay = next(delays)
+                self._stalled[token] = f"publish to {topic} failed: {describe(error)}"
+                log.warning(
+                    "kafka publish to %s failed, sending %d records again in %.2fs: %s",
+                    topic, len(rest), delay, describe(error),
+                )  # fmt: skip
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), delay)
+                if self._closed:
+                    raise BusClosedError("the bus closed before the broker took the records")
+        finally:
+            self._stalled.pop(token, None)
+
+    async def _send(
+        self, producer: AIOKafkaProducer, full: str, items: list[tuple[str, bytes]], token: int
+    ) -> tuple[int, BaseException | None]:
+        """Queue ``items``; wait for their acknowledgements, probing the broker while
+        none come. Returns how many leading records were acknowledged, and the error
+        that stopped the rest (None when all were)."""
+        futures: list[asyncio.Future[object]] = []
+        error: BaseException | None = None
+        try:
+            for key, value in items:
+                futures.append(await producer.send(full, value, key=key.encode()))
+        except Exception as exc:
+            if not transient(exc):
+                if futures:  # let the queued ones finish; their outcome is moot now
+                    await asyncio.wait(futures)
+                raise
+            error = exc
+        waiting: set[asyncio.Future[object]] = set(futures)
+        delays = backoff_delays(self.retry_initial, self.retry_cap)
+        while waiting and not self._closed:
+            _, waiting = await asyncio.wait(waiting, timeout=max(PROBE_SECONDS, next(delays)))
+            if waiting:
+                await self._while_stalled(full, len(waiting), token)
+                if self._clients_epoch != self.epoch:  # the broker was lost meanwhile
+                    async with self._starting:
+                        if self._clients_epoch != self.epoch:
+                            await self._retire_clients()  # fails what is waiting
+        if waiting:  # closed: the producer's stop flushes or fails them
+            raise BusClosedError("the bus closed before the broker took the records")
+        failures = [(i, bad) for i, f in enumerate(futures) if (bad := f.exception())]
+        for _, failed in failures:
+            if not transient(failed):
+                raise failed
+        return failures[0] if failures else (len(futures), error)
+
+    async def _while_stalled(self, full: str, waiting: int, token: int) -> None:
+        """Records are unacknowledged for a while: say why. A topic gone from the
+        cluster means it lost its state unnoticed: a new epoch, so the records are
+        sent again once the topic exists again."""
+        try:
+            topics = await self.cluster_topics(max_age=PROBE_SECONDS)
+        except BusClosedError:
+            return
+        except Exception as exc:
+            reason = f"broker unreachable: {describe(exc)}"
+        else:
+            if full in topics:
+                self._stalled.pop(token, None)
+                return
+            reason = f"topic {full} is gone from the cluster"
+            self.epoch += 1
+        self._stalled[token] = f"publish to {full} waiting: {reason}"
+        log.warning("kafka publish to %s: %d records waiting, %s", full, waiting, reason)
 
     def consumer(self, topic: str, *, group: str, name: str = "c1") -> KafkaConsumer:
         if self._closed:
@@ -410,15 +459,59 @@ class KafkaBus:
             "client_id": name,
             "group_id": group,
             "enable_auto_commit": False,
+            # A group without committed offsets (new, or on a cluster that lost
+            # them) reads from the oldest message: nothing published is skipped.
             "auto_offset_reset": "earliest",
             **self._group_timings,
         }
 
+    async def cluster_topics(self, *, max_age: float = 0.0) -> dict[str, int]:
+        """Topic name -> partition count as the cluster reports them, from a metadata
+        probe at most ``max_age`` seconds old (concurrent callers share one probe).
+        Raises ``BrokerUnavailable`` when no known broker answered within
+        ``ping_timeout``."""
+        if self._closed:
+            raise BusClosedError("the bus is closed")
+        loop = asyncio.get_running_loop()
+        async with self._probe_lock:
+            at, topics, error = self._probe
+            if loop.time() - at > max_age:
+                try:
+                    async with asyncio.timeout(self.ping_timeout):
+                        _, producer = await self._started()
+                        # Every known broker is asked in turn until one answers; the
+                        # second round reconnects what the first found closed.
+                        try:
+                            cluster = await producer.client.fetch_all_metadata()
+                        except KafkaError:
+                            cluster = await producer.client.fetch_all_metadata()
+                    topics = {
+                        t: len(cluster.partitions_for_topic(t) or ()) for t in cluster.topics()
+                    }
+                    error = ""
+                except BusClosedError:
+                    raise
+                except Exception as exc:
+                    topics, error = None, describe(exc)
+                self._probe = (loop.time(), topics, error)
+                # A cluster that was away may come back without our topics: each is
+                # created again before its next use (tansu 0.6 also fails produces
+                # while it races a client's auto-creation of the same topic).
+                if topics is None:
+                    self._topics.clear()
+                    self.epoch += 1
+                else:
+                    self._topics &= topics.keys()
+        if topics is None:
+            raise BrokerUnavailable(error)
+        return topics
+
     async def ping(self) -> None:
-        """Raise unless the cluster answers a metadata request within ``ping_timeout``."""
-        async with asyncio.timeout(self._ping_timeout):
-            admin, _ = await self._started()
-            await admin.list_topics()
+        """Raise while the cluster does not answer a metadata request within
+        ``ping_timeout``, or while a publish is waiting for the broker."""
+        await self.cluster_topics()
+        if self._stalled:
+            raise BrokerUnavailable(next(iter(self._stalled.values())))
 
 
 def _topic_errors(response: object) -> list[tuple[str, int, str | None]]:
