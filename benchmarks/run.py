@@ -30,6 +30,7 @@ MODULES = [
     "bench_store",
     "bench_pipeline",
     "bench_engines",
+    "bench_ccxt",
 ]
 # Targets named in the issues: (case name, comparison, value).
 TARGETS: dict[str, str] = {
