@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from cryptodesk.adapters.exchanges.ccxt_exchange import _ws_endpoint
 from cryptodesk.adapters.exchanges.ccxt_mapping import (
     DECIMAL_PLACES,
     SIGNIFICANT_DIGITS,
@@ -20,11 +21,7 @@ from cryptodesk.adapters.exchanges.ccxt_mapping import (
     synthetic_trade_id,
 )
 from cryptodesk.adapters.exchanges.ccxt_quirks import rebase
-from cryptodesk.adapters.exchanges.ccxt_source import (
-    CcxtSource,
-    UnknownExchangeError,
-    _ws_endpoint,
-)
+from cryptodesk.adapters.exchanges.ccxt_source import CcxtSource, UnknownExchangeError
 from cryptodesk.adapters.exchanges.ccxt_trades import TradeTape
 from cryptodesk.domain.market import Candle, Market, OrderBook, Ticker, Trade
 

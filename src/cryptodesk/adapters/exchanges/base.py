@@ -12,6 +12,14 @@ from typing import Protocol
 from cryptodesk.domain.market import Market, OrderBook, Trade
 
 
+class UnknownExchangeError(ValueError):
+    """No exchange has this id; the message names it."""
+
+
+class UnknownSymbolError(ValueError):
+    """The exchange does not list this symbol; the message names both."""
+
+
 class MarketDataSource(Protocol):
     @property
     def exchange(self) -> str:
