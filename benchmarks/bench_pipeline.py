@@ -34,9 +34,10 @@ async def _pipeline(db_path: Path, n_trades: int) -> dict[str, Any]:
     from cryptodesk.domain.interval import Interval
     from cryptodesk.observability.health import HealthRegistry
     from cryptodesk.observability.metrics import Metrics
-    from cryptodesk.runtime import MEMORY_BUS_MAX_LAG, MEMORY_BUS_RETENTION, tune_gc
+    from cryptodesk.runtime import tune_gc
     from cryptodesk.services.candle_service import CandleService
     from cryptodesk.services.ingest import MarketIngest
+    from cryptodesk.wiring import MEMORY_BUS_MAX_LAG, MEMORY_BUS_RETENTION
 
     url = f"sqlite+aiosqlite:///{db_path}"
     migrate.upgrade(url)

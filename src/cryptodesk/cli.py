@@ -49,12 +49,13 @@ def serve(
     """Run the API, ingest and compute roles (all in one process by default)."""
     from cryptodesk import runtime
     from cryptodesk.observability.logging import configure_logging
+    from cryptodesk.wiring import StartupError
 
     settings = settings_or_exit(host=host, port=port)
     configure_logging(settings.log_format, settings.log_level)
     try:
         code = asyncio.run(runtime.serve(settings, runtime.parse_roles(roles)))
-    except runtime.StartupError as exc:
+    except StartupError as exc:
         fail(str(exc))
     raise typer.Exit(code)
 
@@ -79,7 +80,8 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     """Apply database migrations up to REVISION (default head)."""
     from cryptodesk.adapters.db import migrate
     from cryptodesk.adapters.db.engine import StorageError
-    from cryptodesk.runtime import StartupError, check_data_dir
+    from cryptodesk.runtime import check_data_dir
+    from cryptodesk.wiring import StartupError
 
     settings = settings_or_exit()
     try:
@@ -105,9 +107,11 @@ def db_current() -> None:
 
 
 # Command groups defined in their own modules register themselves here.
+from cryptodesk.cli_exchanges import register as register_exchanges  # noqa: E402
 from cryptodesk.cli_files import register as register_files  # noqa: E402
 
 register_files(app)
+register_exchanges(app)
 
 
 def main() -> None:

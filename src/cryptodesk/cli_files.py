@@ -66,6 +66,7 @@ def _with_store(work: Callable[[SqlMarketStore], Awaitable[T]]) -> T:
     from cryptodesk.adapters.db.engine import StorageError
     from cryptodesk.adapters.files.parsing import DataFileError
     from cryptodesk.cli import settings_or_exit
+    from cryptodesk.wiring import StartupError
 
     settings = settings_or_exit()
 
@@ -80,7 +81,7 @@ def _with_store(work: Callable[[SqlMarketStore], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(run())
-    except (DataFileError, DomainError, StorageError, runtime.StartupError) as exc:
+    except (DataFileError, DomainError, StorageError, StartupError) as exc:
         fail(str(exc))
 
 

@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -42,11 +50,56 @@ def _split(value: Any) -> Any:
     return value
 
 
+class ExchangeConfig(BaseModel):
+    """Per-exchange access: API keys and, for testnets or proxies, other hosts.
+
+    Set in ``cryptodesk.toml`` under ``[exchange_config.binance]`` or in the
+    environment as ``CRYPTODESK_EXCHANGE_CONFIG__BINANCE__API_KEY``. Keys are
+    never printed (``config show`` masks them).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    api_key: SecretStr = Field(SecretStr(""), description="ccxt apiKey.")
+    secret: SecretStr = Field(SecretStr(""), description="ccxt secret.")
+    password: SecretStr = Field(
+        SecretStr(""), description="ccxt password: the API passphrase some exchanges use."
+    )
+    uid: str = Field("", description="ccxt uid (account id), where the exchange needs one.")
+    http_url: str = Field(
+        "", description="Replaces scheme and host of every REST URL (testnet, proxy)."
+    )
+    ws_url: str = Field("", description="Replaces scheme and host of every websocket URL.")
+
+    @field_validator("http_url", "ws_url")
+    @classmethod
+    def _base(cls, value: str, info: Any) -> str:
+        schemes = ("http", "https") if info.field_name == "http_url" else ("ws", "wss")
+        if value and (urlsplit(value).scheme not in schemes or not urlsplit(value).netloc):
+            raise ValueError(f"{info.field_name} must look like {schemes[-1]}://host[:port]")
+        return value
+
+    def ccxt(self) -> dict[str, str]:
+        """The credentials ccxt takes, only those set."""
+        out = {
+            "apiKey": self.api_key.get_secret_value(),
+            "secret": self.secret.get_secret_value(),
+            "password": self.password.get_secret_value(),
+            "uid": self.uid,
+        }
+        return {key: value for key, value in out.items() if value}
+
+    def api_overrides(self) -> dict[str, str] | None:
+        out = {"http": self.http_url, "ws": self.ws_url}
+        return {key: value for key, value in out.items() if value} or None
+
+
 class Settings(BaseSettings):
     """Effective configuration; see docs/configuration.md for every field."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
         extra="forbid",
         validate_default=True,
         frozen=True,
@@ -131,6 +184,52 @@ class Settings(BaseSettings):
     )
     feed_stale_seconds: float = Field(
         60.0, gt=0, le=86_400, description="A feed silent this long is down in /readyz."
+    )
+    exchange_config: dict[str, ExchangeConfig] = Field(
+        default_factory=dict, description="Per-exchange API keys and hosts, by exchange id."
+    )
+    exchange_breaker_failures: int = Field(
+        5, ge=1, le=1000, description="Consecutive failed calls that open an exchange's breaker."
+    )
+    exchange_breaker_cooldown_seconds: float = Field(
+        30.0, gt=0, le=3600, description="Seconds an open breaker waits before a probe."
+    )
+    exchange_max_wait_seconds: float = Field(
+        300.0, gt=0, le=3600, description="Longest Retry-After an exchange call waits out."
+    )
+    coingecko_assets: CommaList = Field(
+        [],
+        description="Assets priced through CoinGecko: SYMBOL or SYMBOL=coin-id (ATOM,XMR=monero).",
+    )
+    coingecko_api_key: SecretStr = Field(SecretStr(""), description="CoinGecko API key (optional).")
+    coingecko_api_key_type: Literal["demo", "pro"] = Field(
+        "demo", description="demo: public API host; pro: pro-api.coingecko.com."
+    )
+    coingecko_vs_currency: str = Field("usd", description="Currency CoinGecko prices are in.")
+    coingecko_base_url: str = Field("", description="Replaces CoinGecko's root URL (a proxy).")
+    coingecko_calls_per_minute: float = Field(
+        0, ge=0, le=10_000, description="CoinGecko rate; 0: the plan's published limit."
+    )
+    coingecko_refresh_seconds: float = Field(
+        60.0, ge=1, le=86_400, description="scheduler: CoinGecko prices refreshed this often."
+    )
+    prefetch_candles_seconds: float = Field(
+        3300.0, gt=0, le=7 * 86_400, description="scheduler: candles refreshed this often."
+    )
+    prefetch_tickers_seconds: float = Field(
+        5.0, gt=0, le=86_400, description="scheduler: tickers refreshed this often."
+    )
+    prefetch_markets_seconds: float = Field(
+        86_400.0, gt=0, le=7 * 86_400, description="scheduler: markets refreshed this often."
+    )
+    prefetch_jitter: float = Field(
+        0.1, ge=0, lt=1, description="Each run moves by up to this fraction of its interval."
+    )
+    prefetch_lookback_candles: int = Field(
+        500, ge=1, le=100_000, description="Candles a series with nothing stored starts with."
+    )
+    prefetch_lock_ttl_seconds: float = Field(
+        30.0, gt=0, le=3600, description="Lease of a job's cross-process lock (renewed)."
     )
 
     @classmethod
@@ -217,6 +316,27 @@ class Settings(BaseSettings):
             raise ValueError("at least one exchange is required")
         return value
 
+    @field_validator("coingecko_assets", mode="before")
+    @classmethod
+    def _coingecko_assets(cls, value: Any) -> Any:
+        from cryptodesk.services.reference_prices import parse_asset_map
+
+        items = _split(value)
+        try:
+            parse_asset_map(items)
+        except DomainError as exc:
+            raise ValueError(str(exc)) from None
+        return items
+
+    @field_validator("coingecko_base_url")
+    @classmethod
+    def _coingecko_base_url(cls, value: str) -> str:
+        if value and (
+            urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).netloc
+        ):
+            raise ValueError("must look like https://host[:port][/path]")
+        return value
+
     @field_validator("symbols", mode="before")
     @classmethod
     def _symbols(cls, value: Any) -> Any:
@@ -273,13 +393,12 @@ class Settings(BaseSettings):
         return self.database_url.startswith("sqlite")
 
     def masked(self) -> dict[str, Any]:
-        """Effective settings for display, with passwords in URLs replaced by ***."""
+        """Effective settings for display: passwords in URLs replaced by ***, API keys
+        and secrets by ********** (pydantic's SecretStr)."""
         out: dict[str, Any] = {}
-        for name, value in self.model_dump().items():
+        for name, value in self.model_dump(mode="json").items():
             if isinstance(value, str) and "://" in value:
                 value = mask_url(value)
-            elif isinstance(value, Path):
-                value = str(value)
             out[name] = value
         return out
 
@@ -329,7 +448,9 @@ def load_settings(**overrides: Any) -> Settings:
         msg = err["msg"].removeprefix("Value error, ")
         if not err["loc"]:  # a check across settings names them itself
             raise SettingsError(f"invalid setting {msg}") from None
-        name = f"{ENV_PREFIX}{str(err['loc'][0]).upper()}"
+        # A nested setting is named the way the environment spells it.
+        path = err["loc"][:3] if err["loc"][0] == "exchange_config" else err["loc"][:1]
+        name = ENV_PREFIX + "__".join(str(part).upper() for part in path)
         raise SettingsError(f"invalid setting {name}: {msg}") from None
     except (OSError, ValueError) as exc:  # unreadable or malformed cryptodesk.toml
         raise SettingsError(f"cannot read configuration: {exc}") from None

@@ -22,49 +22,54 @@ from typing import Protocol, TypeVar
 
 import structlog
 import uvicorn
+from fastapi import APIRouter
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cryptodesk import __version__
 from cryptodesk.adapters.bus.base import Bus
-from cryptodesk.adapters.bus.memory import MemoryBus
 from cryptodesk.adapters.cache.base import Cache
-from cryptodesk.adapters.cache.memory import MemoryCache
 from cryptodesk.adapters.db import migrate
 from cryptodesk.adapters.db.engine import StorageError, create_engine
+from cryptodesk.adapters.db.jobs_store import JobRunStore
 from cryptodesk.adapters.db.partitions import ensure_partitions
 from cryptodesk.adapters.db.sql_store import SqlMarketStore
-from cryptodesk.adapters.exchanges.base import MarketDataSource
-from cryptodesk.adapters.exchanges.simulator import SimulatedExchange
+from cryptodesk.adapters.exchanges.base import MarketDataSource, UnknownExchangeError
 from cryptodesk.api.app import AppSwitch, create_app, create_health_app
 from cryptodesk.config import Settings, mask_url
 from cryptodesk.domain.backoff import backoff_delays
 from cryptodesk.domain.interval import Interval
-from cryptodesk.domain.timeutil import now_ms, parse_time
 from cryptodesk.observability.health import HealthRegistry
 from cryptodesk.observability.metrics import Metrics
 from cryptodesk.services.book_service import BookService
 from cryptodesk.services.candle_service import CandleService
-from cryptodesk.services.ingest import MarketIngest
+from cryptodesk.services.feed_status import FeedStatus
+from cryptodesk.services.ingest import FeedDown, MarketIngest
+from cryptodesk.services.jobs import list_jobs, prefetched_exchanges
 from cryptodesk.services.market_queries import MarketQueries
+from cryptodesk.services.prefetch import PrefetchScheduler
+from cryptodesk.services.reference_prices import CachedPrice
 from cryptodesk.services.scheduler import MaintenanceScheduler
+from cryptodesk.services.sources import ExchangeFetcher, make_fetcher
+from cryptodesk.wiring import (
+    StartupError,
+    make_bus,
+    make_cache,
+    make_job_lock,
+    make_reference_prices,
+    make_source,
+)
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 ROLES = ("api", "ingest", "compute", "scheduler")
-# The embedded bus keeps at most this many messages per topic nobody consumes,
-# and makes publishers wait while a consumer group is this far behind.
-MEMORY_BUS_RETENTION = 100_000
-MEMORY_BUS_MAX_LAG = 20_000
 STARTUP_PING_SECONDS = 10.0
 # WAIT_FOR_DEPENDENCIES: retries start this far apart and back off to the cap.
 WAIT_INITIAL_SECONDS = 0.5
 WAIT_CAP_SECONDS = 30.0
 STARTING = "startup"
 GC_THRESHOLDS = (10_000, 20, 50)  # CPython 3.11 defaults to (700, 10, 10)
-
-
-class StartupError(Exception):
-    """A start-up problem the user must fix; printed as one line, exit code 2."""
+# Tasks that stop once the sources stopped and what they published is handled.
+CONSUMER_TASKS = ("compute", "books", "scheduler", "prefetch", "prices")
 
 
 def tune_gc() -> None:
@@ -93,42 +98,6 @@ def parse_roles(text: str) -> frozenset[str]:
     return roles
 
 
-def make_cache(settings: Settings) -> Cache:
-    url = settings.cache_url
-    if url.startswith("memory://"):
-        return MemoryCache()
-    from cryptodesk.adapters.cache.redis import RedisCache
-
-    return RedisCache.from_url(url, key_prefix=settings.cache_key_prefix)
-
-
-def make_bus(settings: Settings) -> Bus:
-    url = settings.bus_url
-    if url.startswith("memory://"):
-        return MemoryBus(max_retained=MEMORY_BUS_RETENTION, max_lag=MEMORY_BUS_MAX_LAG)
-    if url.startswith("kafka://"):
-        from cryptodesk.adapters.bus.kafka import KafkaBus
-
-        return KafkaBus.from_url(
-            url,
-            topic_prefix=settings.bus_topic_prefix,
-            partitions=settings.bus_partitions,
-            replication=settings.bus_replication,
-            compression=None if settings.bus_compression == "none" else settings.bus_compression,
-            session_timeout_ms=settings.bus_session_timeout_ms,
-            heartbeat_interval_ms=settings.bus_heartbeat_interval_ms,
-            rebalance_timeout_ms=settings.bus_rebalance_timeout_ms,
-        )
-    from cryptodesk.adapters.bus.redis_streams import RedisStreamsBus
-
-    return RedisStreamsBus.from_url(
-        url,
-        stream_prefix=settings.bus_topic_prefix,
-        maxlen=settings.bus_stream_maxlen,
-        claim_idle_ms=settings.bus_claim_idle_ms,
-    )
-
-
 async def reachable(setting: str, url: str, ping: Callable[[], Awaitable[object]]) -> None:
     """Ping a dependency at start-up, or fail with one line naming the setting."""
     try:
@@ -155,42 +124,6 @@ async def _opened(adapter: C, setting: str, url: str, method: str) -> C:
             await adapter.close()
         raise
     return adapter
-
-
-def make_source(exchange: str, settings: Settings, *, last_ts: int | None) -> MarketDataSource:
-    """``last_ts``: the newest stored trade of ``exchange``, where a restart resumes."""
-    if exchange == "sim":
-        if settings.sim_start:
-            # A fixed timeline: regenerate it and continue after what is stored.
-            start, resume = parse_time(settings.sim_start, field="sim_start"), last_ts
-        else:
-            # A new timeline from now, after anything stored (ids never collide).
-            start, resume = max(now_ms(), (last_ts or 0) + 1), None
-        return SimulatedExchange(
-            settings.symbols,
-            seed=settings.sim_seed,
-            speed=settings.sim_speed,
-            start_ms=start,
-            book_interval_ms=settings.sim_book_interval_ms,
-            resume_after_ms=resume,
-        )
-    if exchange == "replay":
-        from cryptodesk.adapters.exchanges.replay import ReplayExchange, parse_speed
-        from cryptodesk.adapters.files.parsing import DataFileError
-
-        replay = ReplayExchange(
-            settings.replay_path,
-            symbol=settings.replay_symbol or settings.symbols[0],
-            speed=parse_speed(settings.replay_speed),
-            interval=settings.replay_interval or None,
-            resume_after_ms=last_ts,
-        )
-        try:
-            replay.load()  # a bad file fails the start with its line number
-        except DataFileError as exc:
-            raise StartupError(f"CRYPTODESK_EXCHANGES: replay: {exc}") from None
-        return replay
-    raise StartupError(f"CRYPTODESK_EXCHANGES: exchange {exchange!r} is not supported yet; use sim")
 
 
 def check_data_dir(settings: Settings) -> None:
@@ -312,13 +245,23 @@ class Runtime:
             health.register("cache", cache.ping, required=False)  # reads fall back to the db
             health.register("bus", bus.ping)
             intervals = [Interval.parse(i) for i in s.intervals]
+            # What this process's feeds and prefetch jobs report; the reads mark
+            # what they serve stale from it.
+            upstream = FeedStatus()
             # Sources first: a bad exchange setting or replay file stops the start
             # before anything runs.
             sources: list[MarketDataSource] = []
             if "ingest" in self.roles:
                 for exchange in s.exchanges:
                     last = await store.last_trade_ts(exchange)
-                    sources.append(make_source(exchange, s, last_ts=last))
+                    try:
+                        source = make_source(
+                            exchange, s, last_ts=last, metrics_registry=self.metrics.registry
+                        )
+                    except UnknownExchangeError as exc:
+                        _feed_not_started(health, exchange, exc)
+                        continue
+                    sources.append(source)
             tune_gc()
             if "compute" in self.roles:
                 candles = CandleService(
@@ -336,10 +279,24 @@ class Runtime:
                 jobs = {"partitions": lambda: ensure_partitions(engine)}
                 scheduler = MaintenanceScheduler(jobs, health)
                 tasks["scheduler"] = asyncio.create_task(scheduler.run(self.stop_consumers))
+                prices = make_reference_prices(s, cache, metrics_registry=self.metrics.registry)
+                if prices is not None:
+                    closing.insert(0, prices.close)
+                    refresh = MaintenanceScheduler(
+                        {"prices:coingecko": prices.refresh}, health,
+                        interval=s.coingecko_refresh_seconds, retry_initial=1.0,
+                        retry_cap=s.coingecko_refresh_seconds,
+                        component="prices:coingecko", required=False,
+                    )  # fmt: skip
+                    tasks["prices"] = asyncio.create_task(refresh.run(self.stop_consumers))
+                prefetch = self._prefetch(store, cache, health, intervals, upstream)
+                if prefetch is not None:
+                    closing.insert(0, prefetch.close)
+                    tasks["prefetch"] = asyncio.create_task(prefetch.run(self.stop_consumers))
             for source in sources:
                 ingest = MarketIngest(
                     source, bus, cache, self.metrics,
-                    symbols=s.symbols, stale_after=s.feed_stale_seconds,
+                    symbols=s.symbols, stale_after=s.feed_stale_seconds, status=upstream,
                 )  # fmt: skip
                 ingests.append(ingest)
                 # A failing feed restarts itself; the others and the API go on.
@@ -356,8 +313,14 @@ class Runtime:
                     cache, reads, self.metrics,
                     exchanges=s.exchanges, symbols=s.symbols, intervals=s.intervals,
                     cache_recent_candles=s.cache_recent_candles,
+                    status=upstream, stale_after=s.feed_stale_seconds,
                 )  # fmt: skip
-                gate.app = create_app(queries, self.metrics, health, version=__version__)
+                job_runs = JobRunStore(reads.engine)
+                gate.app = create_app(
+                    queries, self.metrics, health, version=__version__,
+                    jobs=lambda: list_jobs(job_runs, s.exchanges),
+                    reference_prices=_reference_prices_router(s, cache),
+                )  # fmt: skip
                 if server is None:
                     server = start_http()
             health.forget(STARTING)
@@ -368,6 +331,40 @@ class Runtime:
             for close in closing:
                 await close()
         return exit_code
+
+    def _prefetch(
+        self,
+        store: SqlMarketStore,
+        cache: Cache,
+        health: HealthRegistry,
+        intervals: Sequence[Interval],
+        upstream: FeedStatus,
+    ) -> PrefetchScheduler | None:
+        """The prefetch jobs of every configured exchange with REST history (none
+        for sim and replay); None when there is none."""
+        s = self.settings
+        fetchers: list[ExchangeFetcher] = []
+        for exchange in prefetched_exchanges(s.exchanges):
+            try:
+                fetchers.append(make_fetcher(exchange, s, metrics_registry=self.metrics.registry))
+            except UnknownExchangeError as exc:
+                if "ingest" not in self.roles:  # ingest reported it already
+                    _feed_not_started(health, exchange, exc)
+        if not fetchers:
+            return None
+        for fetcher in fetchers:
+            health.register(
+                f"prefetch:{fetcher.exchange}", upstream.prefetch_check(fetcher.exchange),
+                required=False,
+            )  # fmt: skip
+        return PrefetchScheduler(
+            fetchers, store, cache, JobRunStore(store.engine), make_job_lock(s, store.engine),
+            symbols=s.symbols, intervals=intervals,
+            candles_every=s.prefetch_candles_seconds, tickers_every=s.prefetch_tickers_seconds,
+            markets_every=s.prefetch_markets_seconds, jitter_fraction=s.prefetch_jitter,
+            lookback_candles=s.prefetch_lookback_candles, lock_ttl=s.prefetch_lock_ttl_seconds,
+            status=upstream,
+        )  # fmt: skip
 
     async def _connect(
         self, health: HealthRegistry, closing: list[Callable[[], Awaitable[None]]]
@@ -453,9 +450,7 @@ class Runtime:
             await ingest.close()
         await _settle([t for n, t in tasks.items() if n.startswith("ingest:")], timeout)
         self.stop_consumers.set()
-        await _settle(
-            [t for n, t in tasks.items() if n in ("compute", "books", "scheduler")], timeout
-        )
+        await _settle([t for n, t in tasks.items() if n in CONSUMER_TASKS], timeout)
         if server is not None:
             server.should_exit = True
             await _settle([tasks["api"]], timeout)
@@ -463,6 +458,36 @@ class Runtime:
 
     def request_stop(self) -> None:
         self.stop_sources.set()
+
+
+def _reference_prices_router(s: Settings, cache: Cache) -> APIRouter | None:
+    """Cached CoinGecko prices; stale once three refreshes in a row were missed."""
+    if not s.coingecko_assets:
+        return None
+    from cryptodesk.api.routes.prices import reference_prices_router
+    from cryptodesk.services.reference_prices import parse_asset_map, read_latest
+
+    async def read(asset: str) -> CachedPrice | None:
+        return await read_latest(
+            cache, asset, vs_currency=s.coingecko_vs_currency, source="coingecko"
+        )
+
+    return reference_prices_router(
+        read, list(parse_asset_map(s.coingecko_assets)),
+        stale_after_ms=int(3 * s.coingecko_refresh_seconds * 1000),
+    )  # fmt: skip
+
+
+def _feed_not_started(health: HealthRegistry, exchange: str, exc: Exception) -> None:
+    """A feed that cannot exist (an exchange id nobody knows): said once in the log
+    and always in /readyz, while the other feeds and the API run on."""
+    reason = str(exc)
+    log.error("feed not started", exchange=exchange, error=reason)
+
+    async def check() -> None:
+        raise FeedDown(reason)
+
+    health.register(f"feed:{exchange}", check, required=False)
 
 
 async def _settle(tasks: list[asyncio.Task[None]], timeout: float) -> None:

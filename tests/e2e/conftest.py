@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -22,6 +25,8 @@ FAST_KAFKA_GROUPS = {
     "CRYPTODESK_BUS_HEARTBEAT_INTERVAL_MS": "200",
     "CRYPTODESK_BUS_REBALANCE_TIMEOUT_MS": "1000",
 }
+
+T = TypeVar("T")
 
 # These tests start processes; xdist keeps them on one worker.
 pytestmark = pytest.mark.xdist_group("e2e")
@@ -133,3 +138,26 @@ def wait_for(predicate, timeout: float = 60, interval: float = 0.2):  # type: ig
             return last
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
+
+
+class LoopThread:
+    """An event loop in a thread of its own, for fake servers (aiohttp) that a
+    synchronous test drives while ``serve`` runs as a real process."""
+
+    fake: Any = None  # what the test hosts on the loop
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> LoopThread:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)

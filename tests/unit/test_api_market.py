@@ -2,16 +2,43 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import pytest
 
-from cryptodesk.api.app import UNMATCHED_ROUTE
+from cryptodesk.api.app import UNMATCHED_ROUTE, create_app
 from cryptodesk.api.schemas import decimal_str
 from cryptodesk.domain import codec
 from cryptodesk.domain.market import Market, OrderBook, Ticker
 from cryptodesk.services import cache_keys
+from cryptodesk.services.feed_status import FeedStatus
+from cryptodesk.services.market_queries import MarketQueries
 from tests.unit._fakes import T0, Harness, make_candle, seed_series
 
 SERIES = [make_candle(i) for i in range(2500)]
+STALE_AFTER = 60.0
+
+
+@dataclass
+class Clocked(Harness):
+    """``Harness`` with a settable epoch-ms clock, an upstream status record and
+    a 60 s stale limit, so ages in answers are exact."""
+
+    now: int = T0
+    status: FeedStatus = field(init=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.status = FeedStatus(clock=lambda: self.now)
+        self.queries = MarketQueries(
+            self.cache, self.store, self.metrics,
+            exchanges=["sim", "kraken"], symbols=["BTC/USDT", "ETH/USDT"],
+            intervals=["1m", "1h"], cache_recent_candles=self.recent,
+            status=self.status, stale_after=STALE_AFTER, clock=lambda: self.now,
+        )  # fmt: skip
+        self.app = create_app(
+            self.queries, self.metrics, self.health, version="9.9.9", readiness_timeout=0.05
+        )
 
 
 @pytest.mark.parametrize(
@@ -39,7 +66,7 @@ def test_decimal_str_rejects_non_finite():
 
 
 async def test_markets_payload():
-    h = Harness()
+    h = Clocked()
     btc = Market("sim", "BTC/USDT", "BTC", "USDT", 0.01, 1e-05, 1e-05, 5.0)
     await h.cache.set(cache_keys.markets("sim"), codec.encode_markets([btc]))
     async with h.client() as client:
@@ -51,21 +78,28 @@ async def test_markets_payload():
                 "exchange": "sim", "symbol": "BTC/USDT", "base": "BTC", "quote": "USDT",
                 "price_increment": "0.01", "amount_increment": "0.00001",
                 "min_amount": "0.00001", "min_notional": "5", "active": True,
+                "stale": False, "age_seconds": None,
             }
         ]
     }  # fmt: skip
+    # Markets carry no exchange time: no age header.
+    assert "cryptodesk-data-age" not in r.headers
+    assert r.headers["cryptodesk-data-stale"] == "false"
 
 
 async def test_tickers_payload_and_filters():
-    h = Harness()
+    h = Clocked(now=T0 + 2_500)
     btc = Ticker("sim", "BTC/USDT", T0 + 1234, 125.0, 124.5, 125.5, 100.0, 126.0, 99.0, 3.5, 350.0)
     eth = Ticker("kraken", "ETH/USDT", T0, 3000.0)
     for t in (btc, eth):
         await h.cache.set(cache_keys.ticker(t.exchange, t.symbol), codec.encode_ticker(t))
     async with h.client() as client:
-        everything = (await client.get("/api/v1/tickers")).json()
+        r = await client.get("/api/v1/tickers")
+        everything = r.json()
         only_btc = (await client.get("/api/v1/tickers", params={"symbol": "BTC-USDT"})).json()
     assert [t["symbol"] for t in everything["tickers"]] == ["BTC/USDT", "ETH/USDT"]
+    assert [t["age_seconds"] for t in everything["tickers"]] == [1.266, 2.5]
+    assert (r.headers["cryptodesk-data-age"], r.headers["cryptodesk-data-stale"]) == ("2", "false")
     assert only_btc == {
         "tickers": [
             {
@@ -73,6 +107,7 @@ async def test_tickers_payload_and_filters():
                 "last": "125", "bid": "124.5", "ask": "125.5", "open_24h": "100",
                 "high_24h": "126", "low_24h": "99", "volume_24h": "3.5",
                 "quote_volume_24h": "350", "change_24h": "0.25",
+                "stale": False, "age_seconds": 1.266,
             }
         ]
     }  # fmt: skip
@@ -80,7 +115,8 @@ async def test_tickers_payload_and_filters():
 
 
 async def test_candles_payload():
-    h = Harness()
+    # 30 s after the newer candle closed.
+    h = Clocked(now=T0 + 150_000)
     await seed_series(h.cache, h.store, SERIES[:2], recent=1000)
     async with h.client() as client:
         r = await client.get(
@@ -105,7 +141,10 @@ async def test_candles_payload():
             },
         ],
         "next_cursor": None,
+        "stale": False,
+        "age_seconds": 30.0,
     }  # fmt: skip
+    assert (r.headers["cryptodesk-data-age"], r.headers["cryptodesk-data-stale"]) == ("30", "false")
 
 
 async def test_candles_accept_iso_and_epoch_ms_and_normalise_names():
@@ -169,7 +208,7 @@ async def test_include_open_appends_the_candle_in_progress():
 
 
 async def test_orderbook_payload_and_depth():
-    h = Harness()
+    h = Clocked(now=T0 + 61_000)
     book = OrderBook(
         "sim", "ETH/USDT", T0, ((3001.5, 1.2), (3001.4, 0.5), (3001.0, 9.0)),
         ((3001.6, 0.8), (3001.7, 2.0)), 42,
@@ -186,7 +225,10 @@ async def test_orderbook_payload_and_depth():
         "sequence": 42,
         "bids": [["3001.5", "1.2"], ["3001.4", "0.5"]],
         "asks": [["3001.6", "0.8"], ["3001.7", "2"]],
+        "stale": True,  # older than the 60 s limit
+        "age_seconds": 61.0,
     }
+    assert (r.headers["cryptodesk-data-age"], r.headers["cryptodesk-data-stale"]) == ("61", "true")
 
 
 async def test_orderbook_before_the_first_snapshot_is_no_data():
@@ -250,6 +292,13 @@ async def test_openapi_document_is_complete():
     schemas = doc["components"]["schemas"]
     assert schemas["CandleOut"]["properties"]["close"]["examples"] == ["67012.35"]
     assert "HTTPValidationError" not in schemas
+    for path in ("/api/v1/markets", "/api/v1/tickers", "/api/v1/candles", "/api/v1/orderbook"):
+        ok = doc["paths"][path]["get"]["responses"]["200"]
+        assert set(ok["headers"]) == {"cryptodesk-data-age", "cryptodesk-data-stale"}, path
+        assert "$ref" in ok["content"]["application/json"]["schema"], path
+        assert "cryptodesk-data-stale" in doc["paths"][path]["get"]["description"], path
+    for model in ("MarketOut", "TickerOut", "CandlesResponse", "OrderBookOut"):
+        assert {"stale", "age_seconds"} <= set(schemas[model]["required"]), model
 
 
 def test_volumes_are_shown_without_float_noise():

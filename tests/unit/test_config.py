@@ -127,3 +127,59 @@ def test_production_urls_are_accepted(monkeypatch):
 def test_kafka_url_options_are_allowed(monkeypatch):
     monkeypatch.setenv("CRYPTODESK_BUS_URL", "kafka://k1:9092?idempotent=false")
     assert load_settings().bus_url == "kafka://k1:9092?idempotent=false"
+
+
+def test_exchange_keys_from_the_environment_and_the_file(monkeypatch, tmp_path):
+    (tmp_path / "cryptodesk.toml").write_text(
+        '[exchange_config.kraken]\napi_key = "k-file"\nsecret = "s-file"\n'
+    )
+    monkeypatch.setenv("CRYPTODESK_EXCHANGE_CONFIG__BINANCE__API_KEY", "k-env")
+    monkeypatch.setenv("CRYPTODESK_EXCHANGE_CONFIG__BINANCE__SECRET", "s-env")
+    monkeypatch.setenv("CRYPTODESK_EXCHANGE_CONFIG__BINANCE__HTTP_URL", "http://127.0.0.1:9")
+    s = load_settings()
+    # Tables of the file and the environment merge, exchange by exchange.
+    assert set(s.exchange_config) == {"binance", "kraken"}
+    binance = s.exchange_config["binance"]
+    assert binance.ccxt() == {"apiKey": "k-env", "secret": "s-env"}
+    assert binance.api_overrides() == {"http": "http://127.0.0.1:9"}
+    shown = s.masked()["exchange_config"]["binance"]
+    assert shown["api_key"] == shown["secret"] == "**********"
+    assert "k-env" not in repr(s)
+    assert "s-env" not in str(s.masked())
+    monkeypatch.delenv("CRYPTODESK_EXCHANGE_CONFIG__BINANCE__API_KEY")
+    monkeypatch.delenv("CRYPTODESK_EXCHANGE_CONFIG__BINANCE__SECRET")
+    monkeypatch.delenv("CRYPTODESK_EXCHANGE_CONFIG__BINANCE__HTTP_URL")
+    kraken = load_settings().exchange_config["kraken"]
+    assert kraken.ccxt() == {"apiKey": "k-file", "secret": "s-file"}
+    assert kraken.api_overrides() is None
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "fragment"),
+    [
+        ("CRYPTODESK_EXCHANGE_CONFIG__BINANCE__WS_URL", "http://x", "ws_url must look like wss://"),
+        ("CRYPTODESK_EXCHANGE_CONFIG__BINANCE__NOPE", "1", "Extra inputs are not permitted"),
+    ],
+)
+def test_bad_exchange_config_names_the_nested_setting(monkeypatch, name, value, fragment):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    assert str(err.value).startswith(f"invalid setting {name}: ")
+    assert fragment in str(err.value)
+
+
+def test_coingecko_settings(monkeypatch):
+    monkeypatch.setenv("CRYPTODESK_COINGECKO_ASSETS", "atom, XMR=monero")
+    monkeypatch.setenv("CRYPTODESK_COINGECKO_API_KEY", "CG-secret")
+    s = load_settings()
+    assert s.coingecko_assets == ["atom", "XMR=monero"]
+    assert s.coingecko_api_key.get_secret_value() == "CG-secret"
+    assert "CG-secret" not in str(s.masked())
+    monkeypatch.setenv("CRYPTODESK_COINGECKO_ASSETS", "XMR=Monero!")
+    with pytest.raises(SettingsError, match=r"^invalid setting CRYPTODESK_COINGECKO_ASSETS: "):
+        load_settings()
+    monkeypatch.setenv("CRYPTODESK_COINGECKO_ASSETS", "XMR")
+    monkeypatch.setenv("CRYPTODESK_COINGECKO_BASE_URL", "ftp://x")
+    with pytest.raises(SettingsError, match=r"^invalid setting CRYPTODESK_COINGECKO_BASE_URL: "):
+        load_settings()

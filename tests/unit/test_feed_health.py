@@ -15,6 +15,7 @@ from cryptodesk.api.app import AppSwitch, create_health_app
 from cryptodesk.domain.market import Market, OrderBook, Trade
 from cryptodesk.observability.health import HealthRegistry
 from cryptodesk.observability.metrics import Metrics
+from cryptodesk.services.feed_status import FEED, FeedStatus
 from cryptodesk.services.ingest import FeedDown, MarketIngest
 
 T0 = 1_714_521_600_000
@@ -98,7 +99,8 @@ async def test_failing_feed_is_restarted_with_backoff_and_reported_down_meanwhil
     down = (await health.check_all())["feed:flaky"]
     assert not down.ok
     assert not down.required
-    assert "ConnectionError: refused #1" in str(down.detail)
+    assert str(down.detail).startswith("FeedDown: failing: ConnectionError: refused #")
+    assert str(down.detail).endswith("; no event yet")
     await asyncio.wait_for(source.idle.wait(), 5)
     up = (await health.check_all())["feed:flaky"]
     assert up.ok, up.detail
@@ -162,3 +164,109 @@ async def test_a_check_may_report_its_own_latency():
 
     health.register("feed:x", feed)
     assert (await health.check_all())["feed:x"].latency_ms == 1234.5
+
+
+class GatedSource(FlakySource):
+    """Fails once, then waits for ``gate`` before it connects again."""
+
+    def __init__(self) -> None:
+        super().__init__(failures=1, trades=YIELDED)
+        self.gate = asyncio.Event()
+
+    async def load_markets(self) -> list[Market]:
+        if self.attempts >= 1:
+            await self.gate.wait()
+        return await super().load_markets()
+
+
+YIELDED = 3
+
+
+class CountingStatus(FeedStatus):
+    def __init__(self) -> None:
+        super().__init__(clock=lambda: T0)
+        self.successes = 0
+
+    def succeeded(self, exchange: str, channel: str) -> None:
+        self.successes += 1
+        super().succeeded(exchange, channel)
+
+
+async def test_ingest_reports_failures_and_recovery_to_the_feed_status():
+    status = CountingStatus()
+    clock = Clock()
+    source = GatedSource()
+    ingest = MarketIngest(
+        source, MemoryBus(), MemoryCache(), Metrics(), symbols=["BTC/USDT"],
+        restart_initial=0.01, restart_cap=0.01, clock=clock, status=status,
+    )  # fmt: skip
+    task = asyncio.create_task(ingest.run_forever())
+    # The failure is recorded before the feed next suspends, i.e. before this resumes.
+    await asyncio.wait_for(source.attempted.wait(), 5)
+    (state,) = status.channels("flaky")
+    assert (state.channel, state.failing, state.error) == (
+        FEED,
+        True,
+        "ConnectionError: refused #1",
+    )
+    assert status.failing("flaky", "orderbook")
+    with pytest.raises(FeedDown, match=r"^failing: ConnectionError: refused #1; no event yet$"):
+        await ingest.check()
+    source.gate.set()
+    await asyncio.wait_for(source.idle.wait(), 5)
+    # Recovered on the first event; the other two, within a second, are not reported.
+    assert status.successes == 1
+    (state,) = status.channels("flaky")
+    assert (state.failing, state.last_success_ms) == (False, T0)
+    assert not status.failing("flaky", "orderbook")
+    assert ingest.published_trades == YIELDED
+    await ingest.close()
+    await asyncio.wait_for(task, 5)
+
+
+class DroppingSource(FlakySource):
+    """Streams its trades, then the connection drops; reconnecting fails."""
+
+    def __init__(self) -> None:
+        super().__init__(failures=0)
+        self.dropped = asyncio.Event()
+
+    async def load_markets(self) -> list[Market]:
+        if self.dropped.is_set():
+            raise ConnectionError("refused")
+        return await super().load_markets()
+
+    async def watch_trades(self, symbol: str) -> AsyncIterator[list[Trade]]:
+        yield [Trade("flaky", symbol, "1", T0, 10.0, 1.0, "buy")]
+        self.dropped.set()
+        raise ConnectionError("connection reset")
+
+
+class NotifyingStatus(FeedStatus):
+    def __init__(self) -> None:
+        super().__init__(clock=lambda: T0)
+        self.failure = asyncio.Event()
+
+    def failed(self, exchange: str, channel: str, error: str) -> None:
+        super().failed(exchange, channel, error)
+        self.failure.set()
+
+
+async def test_a_failing_feed_says_how_old_its_newest_event_is():
+    clock = Clock()
+    source = DroppingSource()
+    status = NotifyingStatus()
+    ingest = MarketIngest(
+        source, MemoryBus(), MemoryCache(), Metrics(), symbols=["BTC/USDT"],
+        restart_initial=60, restart_cap=60, clock=clock, status=status,
+    )  # fmt: skip
+    task = asyncio.create_task(ingest.run_forever())
+    await asyncio.wait_for(status.failure.wait(), 5)
+    assert status.channels("flaky")[0].error == "ConnectionError: connection reset"
+    clock.now += 75
+    with pytest.raises(FeedDown) as exc:
+        await ingest.check()
+    # The cause inside the per-symbol task group, not the group itself.
+    assert str(exc.value) == "failing: ConnectionError: connection reset; last event 75s ago"
+    await ingest.close()
+    await asyncio.wait_for(task, 5)

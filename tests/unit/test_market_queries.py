@@ -1,4 +1,4 @@
-"""MarketQueries: validation, cache-first reads and cursor pagination."""
+"""MarketQueries: validation, cache-first reads, cursor pagination and freshness."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from cryptodesk.domain import codec
 from cryptodesk.domain.market import Candle, Market, OrderBook, Ticker
 from cryptodesk.observability.metrics import Metrics
 from cryptodesk.services import cache_keys
+from cryptodesk.services.feed_status import FeedStatus, Freshness, Served
 from cryptodesk.services.market_queries import (
     CandlePage,
     InvalidParameter,
@@ -33,10 +34,17 @@ from tests.unit._fakes import (
 N = 2500
 RECENT = 1000
 SERIES = [make_candle(i) for i in range(N)]
+# 5 s after the newest candle of SERIES closed.
+NOW = SERIES[-1].open_time + MINUTE + 5_000
 
 
 def build(
-    cache: DictCache | None = None, store: ListStore | None = None, *, recent: int = RECENT
+    cache: DictCache | None = None,
+    store: ListStore | None = None,
+    *,
+    recent: int = RECENT,
+    status: FeedStatus | None = None,
+    now: int = NOW,
 ) -> tuple[MarketQueries, DictCache, ListStore, Metrics]:
     cache = cache if cache is not None else DictCache()
     store = store if store is not None else ListStore()
@@ -44,7 +52,7 @@ def build(
     q = MarketQueries(
         cache, store, metrics,
         exchanges=["sim", "kraken"], symbols=["BTC/USDT", "ETH/USDT"], intervals=["1m", "1h"],
-        cache_recent_candles=recent,
+        cache_recent_candles=recent, status=status, stale_after=60, clock=lambda: now,
     )  # fmt: skip
     return q, cache, store, metrics
 
@@ -103,14 +111,19 @@ async def test_symbol_and_exchange_are_normalised():
 # ---- cache-only reads -----------------------------------------------------------------
 
 
+def fresh(*values: object, age_ms: int | None = None, stale: bool = False) -> list[Served]:
+    return [Served(v, Freshness(stale, age_ms)) for v in values]
+
+
 async def test_markets_are_configured_symbols_in_configured_order():
     q, cache, _, metrics = build()
     btc = Market("sim", "BTC/USDT", "BTC", "USDT", 0.01, 1e-05, 1e-05, 5.0)
     eth = Market("sim", "ETH/USDT", "ETH", "USDT", 0.01, 0.0001)
     doge = Market("sim", "DOGE/USDT", "DOGE", "USDT", 1e-05, 1.0)
     await cache.set(cache_keys.markets("sim"), codec.encode_markets([eth, doge, btc]))
-    assert await q.markets("sim") == [btc, eth]
-    assert await q.markets() == [btc, eth]  # kraken has nothing cached yet
+    # Markets carry no exchange time: no age, and stale only while upstream fails.
+    assert await q.markets("sim") == fresh(btc, eth)
+    assert await q.markets() == fresh(btc, eth)  # kraken has nothing cached yet
     assert count(metrics, "cache_hits", "markets") == 2
     assert count(metrics, "cache_misses", "markets") == 1
     with pytest.raises(NotFound):
@@ -118,26 +131,29 @@ async def test_markets_are_configured_symbols_in_configured_order():
 
 
 async def test_tickers_filter_and_skip_markets_without_a_ticker():
-    q, cache, *_ = build()
+    q, cache, *_ = build(now=T0 + 1_500)
     a = Ticker("sim", "BTC/USDT", T0, 100.0, 99.5, 100.5)
     b = Ticker("kraken", "ETH/USDT", T0, 10.0)
     for t in (a, b):
         await cache.set(cache_keys.ticker(t.exchange, t.symbol), codec.encode_ticker(t))
-    assert await q.tickers() == [a, b]
-    assert await q.tickers(exchange="kraken") == [b]
-    assert await q.tickers(symbol="btc/usdt") == [a]
+    assert await q.tickers() == [*fresh(a, age_ms=1_500), *fresh(b, age_ms=1_500)]
+    assert await q.tickers(exchange="kraken") == fresh(b, age_ms=1_500)
+    assert await q.tickers(symbol="btc/usdt") == fresh(a, age_ms=1_500)
     assert await q.tickers("sim", "ETH/USDT") == []
 
 
 async def test_orderbook_is_cut_to_depth_and_none_before_the_first():
-    q, cache, *_ = build()
+    q, cache, *_ = build(now=T0 + 1_500)
     assert await q.orderbook("sim", "BTC/USDT", 5) is None
     book = OrderBook(
         "sim", "BTC/USDT", T0, ((100.0, 1.0), (99.0, 2.0), (98.0, 3.0)), ((101.0, 1.0),), 7
     )
     await cache.set(cache_keys.book("sim", "BTC/USDT"), codec.encode_book(book))
     top = await q.orderbook("sim", "BTC/USDT", 2)
-    assert top == OrderBook("sim", "BTC/USDT", T0, ((100.0, 1.0), (99.0, 2.0)), ((101.0, 1.0),), 7)
+    assert top == Served(
+        OrderBook("sim", "BTC/USDT", T0, ((100.0, 1.0), (99.0, 2.0)), ((101.0, 1.0),), 7),
+        Freshness(False, 1_500),
+    )
     with pytest.raises(InvalidParameter) as exc:
         await q.orderbook("sim", "BTC/USDT", 101)
     assert exc.value.field == "depth"

@@ -40,10 +40,11 @@ def schema(path: Path) -> dict[str, set[str]]:
 def test_upgrade_creates_tables_and_indexes(db: Path) -> None:
     migrate.upgrade(url(db))
     found = schema(db)
-    assert found["table"] == {"alembic_version", "trades", "candles"}
+    assert found["table"] == {"alembic_version", "trades", "candles", "job_runs"}
     assert found["index"] == {
         "ix_trades_exchange_ts_trade_id_symbol",
         "ix_trades_exchange_symbol_ts_trade_id",
+        "ix_job_runs_job_id_id",
     }
 
 
@@ -51,7 +52,7 @@ def test_current_reports_head(db: Path) -> None:
     assert migrate.current(url(db)) is None
     assert not db.exists()  # asking does not create the database
     migrate.upgrade(url(db))
-    assert migrate.current(url(db)) == migrate.head() == "0001"
+    assert migrate.current(url(db)) == migrate.head() == "0002"
 
 
 def test_upgrade_twice_is_a_no_op(db: Path) -> None:
@@ -61,7 +62,7 @@ def test_upgrade_twice_is_a_no_op(db: Path) -> None:
             "INSERT INTO trades VALUES ('sim', 'BTC/USDT', '1', 1700000000000, 1.5, 2.0, 'buy')"
         )
     migrate.upgrade(url(db))
-    assert migrate.current(url(db)) == "0001"
+    assert migrate.current(url(db)) == migrate.head()
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM trades").fetchone() == (1,)
 
@@ -72,7 +73,7 @@ def test_downgrade_to_base_and_up_again(db: Path) -> None:
     assert migrate.current(url(db)) is None
     assert schema(db) == {"table": {"alembic_version"}, "index": set()}
     migrate.upgrade(url(db))
-    assert migrate.current(url(db)) == "0001"
+    assert migrate.current(url(db)) == migrate.head()
     assert {"trades", "candles"} <= schema(db)["table"]
 
 
@@ -106,7 +107,7 @@ async def test_upgrade_works_beside_a_running_loop(db: Path) -> None:
     migrate.downgrade(url(db), "base")
     assert migrate.current(url(db)) is None
     migrate.upgrade(url(db))
-    assert migrate.current(url(db)) == "0001"
+    assert migrate.current(url(db)) == migrate.head()
 
 
 def test_unknown_revision_is_a_storage_error(db: Path) -> None:

@@ -7,11 +7,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -22,8 +22,10 @@ from cryptodesk.api.problems import (
     internal_error,
     problem,
 )
+from cryptodesk.api.routes.admin import admin_router
 from cryptodesk.api.routes.health import health_router
 from cryptodesk.api.routes.market import market_router
+from cryptodesk.domain.jobs import JobStatus
 from cryptodesk.observability.health import HealthRegistry
 from cryptodesk.observability.metrics import Metrics
 from cryptodesk.services.market_queries import MarketQueries
@@ -42,7 +44,11 @@ def create_app(
     title: str = "cryptodesk",
     version: str = "0.0.0",
     readiness_timeout: float = 2.0,
+    jobs: Callable[[], Awaitable[list[JobStatus]]] | None = None,
+    reference_prices: APIRouter | None = None,
 ) -> FastAPI:
+    """The API; ``jobs`` lists the scheduled jobs (``GET /api/v1/admin/jobs``),
+    ``reference_prices`` serves cached CoinGecko prices when assets are configured."""
     app = FastAPI(
         title=title,
         version=version,
@@ -53,6 +59,10 @@ def create_app(
     )
     app.include_router(health_router(health, metrics, check_timeout=readiness_timeout))
     app.include_router(market_router(queries))
+    if jobs is not None:
+        app.include_router(admin_router(jobs))
+    if reference_prices is not None:
+        app.include_router(reference_prices)
     install_problem_handlers(app)
     app.add_middleware(
         RequestMetricsMiddleware,

@@ -2,19 +2,22 @@
 
 Prices and amounts leave as decimal strings so no JSON parser rounds them
 through a binary float of its own; times leave as ISO 8601 UTC strings.
+Market data says how fresh it is: ``stale`` and ``age_seconds`` (see
+``services.feed_status``).
 """
 
 from __future__ import annotations
 
 import math
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from cryptodesk.domain.market import Candle, Market, OrderBook, Ticker
 from cryptodesk.domain.timeutil import to_iso
 from cryptodesk.observability.health import ComponentHealth
+from cryptodesk.services.feed_status import Freshness
 
 
 def decimal_str(value: float) -> str:
@@ -51,6 +54,31 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True)
 
 
+STALE_DESCRIPTION = (
+    "True while the exchange's upstream is failing or the value is older than the "
+    "stale limit (CRYPTODESK_FEED_STALE_SECONDS); it is still the last known good value."
+)
+
+
+def _stale() -> Any:
+    return Field(examples=[False], description=STALE_DESCRIPTION)
+
+
+def _age(description: str, *, nullable: bool = False) -> Any:
+    return Field(examples=[None] if nullable else [1.25], description=description)
+
+
+def age_seconds(f: Freshness) -> float | None:
+    return None if f.age_ms is None else f.age_ms / 1000
+
+
+def known_age(f: Freshness) -> float:
+    """The age of a value that carries its exchange time, so always has one."""
+    if f.age_ms is None:
+        raise ValueError("a timestamped value has an age")
+    return f.age_ms / 1000
+
+
 class MarketOut(_Model):
     exchange: str = Field(examples=["sim"])
     symbol: str = Field(examples=["BTC/USDT"])
@@ -61,9 +89,14 @@ class MarketOut(_Model):
     min_amount: str = Field(examples=["0.00001"])
     min_notional: str = Field(examples=["5"], description="Minimum order value in quote.")
     active: bool = Field(examples=[True])
+    stale: bool = _stale()
+    age_seconds: float | None = _age(
+        "Always null: markets carry no exchange time, only a failing upstream makes them stale.",
+        nullable=True,
+    )
 
     @classmethod
-    def of(cls, m: Market) -> MarketOut:
+    def of(cls, m: Market, f: Freshness) -> MarketOut:
         return cls(
             exchange=m.exchange,
             symbol=m.symbol,
@@ -74,6 +107,8 @@ class MarketOut(_Model):
             min_amount=decimal_str(m.min_amount),
             min_notional=decimal_str(m.min_notional),
             active=m.active,
+            stale=f.stale,
+            age_seconds=age_seconds(f),
         )
 
 
@@ -94,9 +129,11 @@ class TickerOut(_Model):
     volume_24h: str = Field(examples=["1234.5678"], description="Base currency.")
     quote_volume_24h: str = Field(examples=["82000000.12"], description="Quote currency.")
     change_24h: str | None = Field(examples=["0.0153"], description="Fraction: 0.01 = +1 %.")
+    stale: bool = _stale()
+    age_seconds: float = _age("Seconds since `time`, the last trade (millisecond precision).")
 
     @classmethod
-    def of(cls, t: Ticker) -> TickerOut:
+    def of(cls, t: Ticker, f: Freshness) -> TickerOut:
         return cls(
             exchange=t.exchange,
             symbol=t.symbol,
@@ -110,6 +147,8 @@ class TickerOut(_Model):
             volume_24h=volume_str(t.volume_24h),
             quote_volume_24h=volume_str(t.quote_volume_24h),
             change_24h=optional_decimal(t.change_24h),
+            stale=f.stale,
+            age_seconds=known_age(f),
         )
 
 
@@ -153,6 +192,17 @@ class CandlesResponse(_Model):
     next_cursor: str | None = Field(
         examples=[None], description="Pass as `cursor` for the next page; null at the end."
     )
+    stale: bool = Field(
+        examples=[False],
+        description="True while the exchange's upstream is failing or the series' newest "
+        "finalized candle closed more than one interval plus the stale limit "
+        "(CRYPTODESK_FEED_STALE_SECONDS) ago. Past candles are final; this is about the series.",
+    )
+    age_seconds: float | None = _age(
+        "Seconds since the close of the series' newest finalized candle, whichever page this "
+        "is; null when the series has none yet.",
+        nullable=True,
+    )
 
 
 class OrderBookOut(_Model):
@@ -168,9 +218,11 @@ class OrderBookOut(_Model):
         examples=[[["3001.6", "0.8"], ["3001.7", "2"]]],
         description="[price, amount] levels, best (lowest) first.",
     )
+    stale: bool = _stale()
+    age_seconds: float = _age("Seconds since `time`, the snapshot (millisecond precision).")
 
     @classmethod
-    def of(cls, b: OrderBook) -> OrderBookOut:
+    def of(cls, b: OrderBook, f: Freshness) -> OrderBookOut:
         return cls(
             exchange=b.exchange,
             symbol=b.symbol,
@@ -178,6 +230,8 @@ class OrderBookOut(_Model):
             sequence=b.sequence,
             bids=[(decimal_str(p), decimal_str(a)) for p, a in b.bids],
             asks=[(decimal_str(p), decimal_str(a)) for p, a in b.asks],
+            stale=f.stale,
+            age_seconds=known_age(f),
         )
 
 

@@ -68,8 +68,11 @@ class HealthRegistry:
         else:
             self._optional.add(name)
 
-    def set_status(self, name: str, ok: bool, detail: str = "") -> None:
-        """Record a component's own view of itself, e.g. ``(False, "db writes failing")``."""
+    def set_status(self, name: str, ok: bool, detail: str = "", *, required: bool = True) -> None:
+        """Record a component's own view of itself, e.g. ``(False, "db writes failing")``;
+        an optional one down makes the process degraded, not unready."""
+        if not required:
+            self._optional.add(name)
         self._reported[name] = _Reported(ok, detail, now_ms())
         self._metrics.component_up.labels(name).set(1 if ok else 0)
 

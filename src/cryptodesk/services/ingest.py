@@ -8,14 +8,17 @@ with one ``watch_trades`` and one ``watch_order_book`` task per symbol.
 
 A feed that fails is restarted after a backoff with full jitter, forever,
 while the rest of the process keeps running; ``check`` tells ``/readyz`` the
-feed's state: down with the last error, down when no event arrived for
-``stale_after`` seconds, else up with the age of its newest event.
+feed's state: down as ``failing`` with the last error, down as ``stale`` when
+no event arrived for ``stale_after`` seconds, else up with the age of its
+newest event. Each failure and (at most once a second) each delivery is also
+reported to the shared ``FeedStatus``, which marks served data stale.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol, runtime_checkable
@@ -30,9 +33,11 @@ from cryptodesk.domain.backoff import backoff_delays
 from cryptodesk.domain.market import OrderBook, Trade, stream_key
 from cryptodesk.observability.metrics import Metrics
 from cryptodesk.services import cache_keys
+from cryptodesk.services.feed_status import FEED, FeedStatus
 
 log = structlog.get_logger(__name__)
 YIELD_EVERY = 500  # events published between forced yields to the event loop
+REPORT_EVERY = 1.0  # seconds between success reports to FeedStatus while healthy
 
 
 @runtime_checkable
@@ -42,6 +47,13 @@ class CombinedSource(Protocol):
 
 class FeedDown(Exception):
     """The feed is failing or silent; the message says why."""
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message``; a task group's failure by its first cause, not by the group."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"[:300]
 
 
 class MarketIngest:
@@ -59,6 +71,7 @@ class MarketIngest:
         restart_initial: float = 1.0,
         restart_cap: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        status: FeedStatus | None = None,
     ) -> None:
         self._source = source
         self._bus = bus
@@ -70,6 +83,8 @@ class MarketIngest:
         self._clock = clock
         self._last_event: float | None = None
         self._failure: str | None = None
+        self._status = status
+        self._reported_at = -math.inf
         self._closed = asyncio.Event()
         self.published_trades = 0
 
@@ -80,7 +95,12 @@ class MarketIngest:
     async def check(self) -> float:
         """Milliseconds since the newest event; raises FeedDown when failing or silent."""
         if self._failure is not None:
-            raise FeedDown(self._failure)
+            last = (
+                "no event yet"
+                if self._last_event is None
+                else f"last event {self._clock() - self._last_event:.0f}s ago"
+            )
+            raise FeedDown(f"failing: {self._failure}; {last}")
         if self._last_event is None:
             raise FeedDown("no event received yet")
         age = self._clock() - self._last_event
@@ -100,8 +120,10 @@ class MarketIngest:
             except Exception as exc:
                 if self._closed.is_set():
                     return
-                self._failure = f"{type(exc).__name__}: {exc}"[:300]
+                self._failure = _describe(exc)
                 self._metrics.feed_failures.labels(self.exchange).inc()
+                if self._status is not None:
+                    self._status.failed(self.exchange, FEED, self._failure)
                 delay = next(delays)
                 log.warning(
                     "feed failed, restarting",
@@ -113,7 +135,15 @@ class MarketIngest:
                     await asyncio.wait_for(self._closed.wait(), delay)
 
     def _seen(self) -> None:
-        self._last_event = self._clock()
+        now = self._clock()
+        if self._status is not None and (
+            self._failure is not None or now - self._reported_at >= REPORT_EVERY
+        ):
+            # Throttled: events arrive thousands of times a second, and a
+            # recovery is reported at once.
+            self._status.succeeded(self.exchange, FEED)
+            self._reported_at = now
+        self._last_event = now
         self._failure = None
 
     async def run(self) -> None:

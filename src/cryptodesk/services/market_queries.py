@@ -1,8 +1,10 @@
 """Read side of market data for the API: cache first, then the database.
 
-Nothing here ever calls an exchange: a request is answered from what ingest
-and compute already wrote. Errors are ``QueryError`` subclasses that name the
-offending parameter and carry a stable ``code`` the API turns into a
+Nothing here ever calls an exchange: a request is answered from what ingest,
+compute and prefetch already wrote, and each answer says how fresh it is
+(``feed_status``): while an upstream fails the last known good value is
+served, marked stale, with its age. Errors are ``QueryError`` subclasses that
+name the offending parameter and carry a stable ``code`` the API turns into a
 problem type.
 """
 
@@ -10,8 +12,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
@@ -22,11 +24,13 @@ from cryptodesk.adapters.cache.base import Cache
 from cryptodesk.adapters.db.base import MarketStore
 from cryptodesk.domain import codec
 from cryptodesk.domain.errors import DomainError
+from cryptodesk.domain.interval import Interval
 from cryptodesk.domain.market import Candle, Market, OrderBook, Ticker
 from cryptodesk.domain.symbol import Symbol
-from cryptodesk.domain.timeutil import MAX_TS_MS
+from cryptodesk.domain.timeutil import MAX_TS_MS, now_ms
 from cryptodesk.observability.metrics import Metrics
 from cryptodesk.services import cache_keys
+from cryptodesk.services.feed_status import DataKind, FeedStatus, Freshness, Served, judge
 
 log = structlog.get_logger(__name__)
 
@@ -57,10 +61,14 @@ class Unavailable(QueryError):
 
 @dataclass(frozen=True, slots=True)
 class CandlePage:
-    """Candles oldest first; ``next_cursor`` fetches the following page, or None."""
+    """Candles oldest first; ``next_cursor`` fetches the following page, or None.
+
+    ``freshness`` is the series': the age of its newest finalized candle.
+    """
 
     candles: list[Candle]
     next_cursor: str | None
+    freshness: Freshness = field(default_factory=Freshness)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +90,11 @@ class _Window:
 
 
 class MarketQueries:
-    """Markets, tickers, candles and order books for configured series only."""
+    """Markets, tickers, candles and order books for configured series only.
+
+    ``status`` holds the upstream reports of this process and ``stale_after``
+    (seconds) is the age past which a value is stale; ``clock`` is epoch ms.
+    """
 
     def __init__(
         self,
@@ -94,6 +106,9 @@ class MarketQueries:
         symbols: Sequence[str],
         intervals: Sequence[str],
         cache_recent_candles: int,
+        status: FeedStatus | None = None,
+        stale_after: float = 60.0,
+        clock: Callable[[], int] = now_ms,
     ) -> None:
         self._cache = cache
         self._store = store
@@ -102,6 +117,9 @@ class MarketQueries:
         self._symbols = list(symbols)
         self._intervals = list(intervals)
         self._recent = cache_recent_candles
+        self._status = status if status is not None else FeedStatus()
+        self._stale_ms = stale_after * 1000
+        self._clock = clock
         # True while the cache is failing: reads come from the database and the
         # API marks its answers degraded.
         self.cache_degraded = False
@@ -145,27 +163,42 @@ class MarketQueries:
 
     # ---- cache-only reads -----------------------------------------------------------
 
-    async def markets(self, exchange: str | None = None) -> list[Market]:
-        """Configured markets as the exchange describes them (precision, limits)."""
+    def _fresh(
+        self, exchange: str, kind: DataKind, as_of: int | None, now: int, slack_ms: int = 0
+    ) -> Freshness:
+        failing = self._status.failing(exchange, kind)
+        return judge(as_of, now, limit_ms=self._stale_ms + slack_ms, failing=failing)
+
+    async def markets(self, exchange: str | None = None) -> list[Served[Market]]:
+        """Configured markets as the exchange describes them (precision, limits).
+
+        Markets carry no exchange time: only a failing upstream makes them stale.
+        """
         exchanges = [self.exchange(exchange)] if exchange is not None else self._exchanges
         raws = await self._cache_read([cache_keys.markets(e) for e in exchanges], "markets")
         order = {s: i for i, s in enumerate(self._symbols)}
-        out: list[Market] = []
-        for raw in raws:
+        now = self._clock()
+        out: list[Served[Market]] = []
+        for ex, raw in zip(exchanges, raws, strict=True):
             if raw is not None:
+                fresh = self._fresh(ex, "markets", None, now)
                 found = [m for m in codec.decode_markets(raw) if m.symbol in order]
-                out.extend(sorted(found, key=lambda m: order[m.symbol]))
+                out.extend(Served(m, fresh) for m in sorted(found, key=lambda m: order[m.symbol]))
         return out
 
-    async def tickers(self, exchange: str | None = None, symbol: str | None = None) -> list[Ticker]:
-        """Latest tickers; markets that have not traded yet are simply absent."""
+    async def tickers(
+        self, exchange: str | None = None, symbol: str | None = None
+    ) -> list[Served[Ticker]]:
+        """Latest tickers, aged from their last trade; markets not traded yet are absent."""
         exchanges = [self.exchange(exchange)] if exchange is not None else self._exchanges
         symbols = [self.symbol(symbol)] if symbol is not None else self._symbols
         keys = [cache_keys.ticker(e, s) for e in exchanges for s in symbols]
         raws = await self._cache_read(keys, "tickers")
-        return [codec.decode_ticker(raw) for raw in raws if raw is not None]
+        now = self._clock()
+        tickers = [codec.decode_ticker(raw) for raw in raws if raw is not None]
+        return [Served(t, self._fresh(t.exchange, "tickers", t.ts, now)) for t in tickers]
 
-    async def orderbook(self, exchange: str, symbol: str, depth: int) -> OrderBook | None:
+    async def orderbook(self, exchange: str, symbol: str, depth: int) -> Served[OrderBook] | None:
         """The latest L2 snapshot cut to ``depth`` levels a side; None before the first."""
         ex, sym = self.exchange(exchange), self.symbol(symbol)
         if not 1 <= depth <= MAX_BOOK_DEPTH:
@@ -175,7 +208,10 @@ class MarketQueries:
                 code="invalid-parameter",
             )
         (raw,) = await self._cache_read([cache_keys.book(ex, sym)], "orderbook")
-        return None if raw is None else codec.decode_book(raw).top(depth)
+        if raw is None:
+            return None
+        book = codec.decode_book(raw).top(depth)
+        return Served(book, self._fresh(ex, "orderbook", book.ts, self._clock()))
 
     async def _cache_read(self, keys: list[str], kind: str) -> list[bytes | None]:
         try:
@@ -259,11 +295,41 @@ class MarketQueries:
             boundary = page[-1].open_time + 1 if window.forward else page[0].open_time
             next_cursor = _encode_cursor(_Cursor(window.forward, boundary, ex, sym, iv, start, end))
         newest = (not more) if window.forward else window.upper is None
+        freshness = await self._series_freshness(
+            ex, sym, iv, page, reaches_now=newest and window.upper is None
+        )
         if include_open and newest:
             current = await self._open_candle(ex, sym, iv)
             if current is not None and _accepts(window, page, current):
                 page.append(current)
-        return CandlePage(page, next_cursor)
+        return CandlePage(page, next_cursor, freshness)
+
+    async def _series_freshness(
+        self, ex: str, sym: str, iv: str, page: list[Candle], *, reaches_now: bool
+    ) -> Freshness:
+        """Aged from the close of the series' newest finalized candle, whatever the page.
+
+        A page of past candles is final and cannot go out of date; what can is
+        the series. Its newest candle is the page's last when the page reaches
+        the present, else the cached tail's last, else the store's. A healthy
+        series is up to one interval behind, so that is allowed on top of the
+        stale limit.
+        """
+        newest = page[-1] if reaches_now and page else await self._newest_candle(ex, sym, iv)
+        length = Interval.parse(iv).ms
+        as_of = None if newest is None else newest.open_time + length
+        return self._fresh(ex, "candles", as_of, self._clock(), slack_ms=length)
+
+    async def _newest_candle(self, ex: str, sym: str, iv: str) -> Candle | None:
+        if self._recent > 0:
+            try:
+                raws = await self._cache.list_range(cache_keys.recent_candles(ex, sym, iv), -1, -1)
+                if raws:
+                    return codec.decode_candle(raws[-1])
+            except Exception as exc:  # the store knows it too
+                log.warning("cached candles unreadable", series=f"{ex}:{sym}:{iv}",
+                            error=repr(exc))  # fmt: skip
+        return await self._store.last_candle(ex, sym, iv)
 
     async def _page(
         self, ex: str, sym: str, iv: str, w: _Window, limit: int

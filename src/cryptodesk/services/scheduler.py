@@ -1,7 +1,8 @@
 """The scheduler role: periodic maintenance that must run in one place.
 
-Today: monthly database partitions are created ahead of time (PostgreSQL; a
-no-op on SQLite), once at start and then every ``interval`` seconds. A run in
+Monthly database partitions are created ahead of time (PostgreSQL; a no-op on
+SQLite), once at start and then every ``interval`` seconds; reference prices
+are refreshed the same way by an instance of their own. A run in
 which a job failed (the database was down, say) is repeated sooner, after a
 backoff with full jitter, so the scheduler does not stay reported down for a
 whole interval once the cause is gone.
@@ -30,8 +31,13 @@ class MaintenanceScheduler:
         interval: float = 3600.0,
         retry_initial: float = 5.0,
         retry_cap: float = 300.0,
+        component: str = COMPONENT,
+        required: bool = True,
     ) -> None:
+        """``component``: the name /readyz reports the jobs' state under."""
         self._jobs = jobs
+        self._component = component
+        self._required = required
         self._health = health
         self._interval = interval
         self._retry = (retry_initial, retry_cap)
@@ -48,7 +54,9 @@ class MaintenanceScheduler:
                 log.error("maintenance job failed", job=name, error=str(exc))
                 failures.append(f"{name}: {exc}")
         self.runs += 1
-        self._health.set_status(COMPONENT, not failures, "; ".join(failures) or "ok")
+        self._health.set_status(
+            self._component, not failures, "; ".join(failures) or "ok", required=self._required
+        )
         return not failures
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -1,6 +1,6 @@
-"""Tables of the market-data store (SQLAlchemy Core).
+"""Tables of the store (SQLAlchemy Core): market data, and the runs of scheduled jobs.
 
-Both tables are keyed by their natural keys, so an at-least-once redelivery is
+The market-data tables are keyed by their natural keys, so an at-least-once redelivery is
 absorbed by ``ON CONFLICT`` instead of application bookkeeping. Migrations are
 hand-written snapshots of these definitions; ``tests/unit/test_migrations.py``
 compares them so the two cannot drift.
@@ -28,7 +28,10 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Table,
+    Text,
 )
+
+from cryptodesk.domain.jobs import JOB_ID_LEN
 
 # Deterministic constraint names: Alembic can only alter or drop what it can name,
 # and PostgreSQL and SQLite would otherwise invent different names.
@@ -87,4 +90,25 @@ candles = Table(
     # The key is also the read path: one series, a range of open_time, either order.
     PrimaryKeyConstraint("exchange", "symbol", "interval", "open_time"),
     sqlite_with_rowid=False,
+)
+
+# Runs of scheduled jobs (``jobs_store``): small and never partitioned.
+OWNER_LEN = 128
+# On SQLite the id must be exactly INTEGER to alias the rowid (autoincrement).
+_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+job_runs = Table(
+    "job_runs",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("job_id", String(JOB_ID_LEN), nullable=False),
+    Column("owner", String(OWNER_LEN), nullable=False),  # host:pid of the scheduler
+    Column("started_at", BigInteger, nullable=False),  # epoch ms
+    Column("finished_at", BigInteger, nullable=False),
+    Column("outcome", String(8), nullable=False),
+    Column("error", Text, nullable=True),
+    Column("next_run_at", BigInteger, nullable=True),  # as the scheduler saw it after the run
+    CheckConstraint("outcome IN ('ok', 'failed', 'skipped')", name="outcome"),
+    # A job's newest runs: the listing and the pruning both read this way.
+    Index(None, "job_id", "id"),
 )

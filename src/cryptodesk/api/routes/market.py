@@ -3,13 +3,18 @@
 Handlers only translate: query strings to service arguments and domain
 values to response models. Validation of what the server serves lives in
 ``MarketQueries`` so the CLI and WebSocket hub get the same answers.
+
+Every answer is read from the cache or the database, never from an exchange:
+while an upstream fails it is the last known good value, marked ``stale``
+with its age in the body and in the ``cryptodesk-data-age``/``cryptodesk-data-stale`` headers.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from cryptodesk.api.problems import NoData
 from cryptodesk.api.schemas import (
@@ -21,9 +26,11 @@ from cryptodesk.api.schemas import (
     Problem,
     TickerOut,
     TickersResponse,
+    age_seconds,
 )
 from cryptodesk.domain.errors import DomainError
 from cryptodesk.domain.timeutil import parse_time
+from cryptodesk.services.feed_status import Freshness
 from cryptodesk.services.market_queries import MAX_BOOK_DEPTH, MAX_CANDLE_LIMIT, MarketQueries
 
 _DESCRIPTIONS = {
@@ -39,6 +46,47 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         status: {"model": Problem, "description": _DESCRIPTIONS.get(status, "Error")}
         for status in statuses
     }
+
+
+AGE_HEADER = "cryptodesk-data-age"
+STALE_HEADER = "cryptodesk-data-stale"
+FRESHNESS_TEXT = (
+    "Served from the cache or the database, never from the exchange: while the "
+    "exchange's upstream fails this is the last known good data, with `stale: true`. "
+    f"Headers: `{AGE_HEADER}` is the age in whole seconds of the oldest value served "
+    f"(absent when no value carries a time), `{STALE_HEADER}` is `true` when any value "
+    "served is stale, else `false`."
+)
+_SERVED: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Successful Response",
+        "headers": {
+            AGE_HEADER: {
+                "description": "Whole seconds since the exchange time of the oldest value "
+                "served; absent when none carries a time.",
+                "schema": {"type": "integer", "minimum": 0},
+            },
+            STALE_HEADER: {
+                "description": "`true` when any value served is stale.",
+                "schema": {"type": "string", "enum": ["true", "false"]},
+            },
+        },
+    }
+}
+
+
+def served_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The 200 entry with the freshness headers, then the error bodies."""
+    return {**_SERVED, **problem_responses(*statuses)}
+
+
+def mark_freshness(response: Response, served: Iterable[Freshness]) -> None:
+    """Set the freshness headers for the values in one answer."""
+    items = list(served)
+    ages = [f.age_ms for f in items if f.age_ms is not None]
+    if ages:
+        response.headers[AGE_HEADER] = str(max(ages) // 1000)
+    response.headers[STALE_HEADER] = "true" if any(f.stale for f in items) else "false"
 
 
 Exchange = Annotated[str, Query(description="Exchange id.", examples=["sim"], max_length=64)]
@@ -73,29 +121,33 @@ def market_router(queries: MarketQueries) -> APIRouter:
     @router.get(
         "/markets",
         response_model=MarketsResponse,
-        responses=problem_responses(400, 404, 503),
+        responses=served_responses(400, 404, 503),
         summary="Markets served, with the exchange's precision and limits",
+        description=FRESHNESS_TEXT,
     )
-    async def markets(exchange: OptionalExchange = None) -> MarketsResponse:
+    async def markets(response: Response, exchange: OptionalExchange = None) -> MarketsResponse:
         found = await queries.markets(exchange)
-        return MarketsResponse(markets=[MarketOut.of(m) for m in found])
+        mark_freshness(response, (m.freshness for m in found))
+        return MarketsResponse(markets=[MarketOut.of(m.value, m.freshness) for m in found])
 
     @router.get(
         "/tickers",
         response_model=TickersResponse,
-        responses=problem_responses(400, 404, 503),
+        responses=served_responses(400, 404, 503),
         summary="Last price, best bid/ask and rolling 24 h statistics",
+        description=FRESHNESS_TEXT,
     )
     async def tickers(
-        exchange: OptionalExchange = None, symbol: OptionalSymbol = None
+        response: Response, exchange: OptionalExchange = None, symbol: OptionalSymbol = None
     ) -> TickersResponse:
         found = await queries.tickers(exchange, symbol)
-        return TickersResponse(tickers=[TickerOut.of(t) for t in found])
+        mark_freshness(response, (t.freshness for t in found))
+        return TickersResponse(tickers=[TickerOut.of(t.value, t.freshness) for t in found])
 
     @router.get(
         "/candles",
         response_model=CandlesResponse,
-        responses=problem_responses(400, 404, 503),
+        responses=served_responses(400, 404, 503),
         summary="OHLCV candles, oldest first, cursor-paginated",
         description=(
             "Without `start`: the newest `limit` candles (before `end` if given); "
@@ -103,10 +155,12 @@ def market_router(queries: MarketQueries) -> APIRouter:
             "candles from `start`; `next_cursor` walks forward. Pass `cursor` with "
             "the same exchange, symbol and interval for the next page; `next_cursor` "
             "is null at the end. `include_open=true` appends the candle in progress "
-            "(`closed: false`) to the newest page."
+            "(`closed: false`) to the newest page. `stale` and `age_seconds` describe "
+            "the series (its newest finalized candle), not the page. " + FRESHNESS_TEXT
         ),
     )
     async def candles(
+        response: Response,
         exchange: Exchange,
         symbol: Symbol,
         interval: Annotated[str, Query(examples=["1m"], max_length=16)],
@@ -142,21 +196,26 @@ def market_router(queries: MarketQueries) -> APIRouter:
             cursor=cursor,
             include_open=include_open,
         )
+        mark_freshness(response, [page.freshness])
         return CandlesResponse(
             exchange=queries.exchange(exchange),
             symbol=queries.symbol(symbol),
             interval=queries.interval(interval),
             candles=[CandleOut.of(c) for c in page.candles],
             next_cursor=page.next_cursor,
+            stale=page.freshness.stale,
+            age_seconds=age_seconds(page.freshness),
         )
 
     @router.get(
         "/orderbook",
         response_model=OrderBookOut,
-        responses=problem_responses(400, 404, 503),
+        responses=served_responses(400, 404, 503),
         summary="Latest L2 order book snapshot",
+        description=FRESHNESS_TEXT,
     )
     async def orderbook(
+        response: Response,
         exchange: Exchange,
         symbol: Symbol,
         depth: Annotated[int, Query(ge=1, le=MAX_BOOK_DEPTH, description="Levels per side.")] = 20,
@@ -164,6 +223,7 @@ def market_router(queries: MarketQueries) -> APIRouter:
         book = await queries.orderbook(exchange, symbol, depth)
         if book is None:
             raise NoData(f"no order book received yet for {symbol} on {exchange}")
-        return OrderBookOut.of(book)
+        mark_freshness(response, [book.freshness])
+        return OrderBookOut.of(book.value, book.freshness)
 
     return router
