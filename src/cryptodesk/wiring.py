@@ -116,9 +116,9 @@ def make_source(
         return replay
     from cryptodesk.services.sources import make_ccxt_source
 
-    return make_ccxt_source(
-        exchange, settings, symbols=settings.symbols, metrics_registry=metrics_registry
-    )
+    # No symbols to insist on: the ingest streams those the exchange lists and
+    # reports the others, rather than failing the whole feed.
+    return make_ccxt_source(exchange, settings, metrics_registry=metrics_registry)
 
 
 def make_job_lock(settings: Settings, engine: AsyncEngine) -> JobLock:

@@ -1,6 +1,7 @@
 """``serve`` on a ccxt exchange: a fake Binance (its REST and websocket wire format)
 feeds trades that become candles, the scheduler prefetches its klines and
-tickers, an unknown exchange id is reported in /readyz while the rest runs.
+tickers; an unknown exchange id and a symbol binance does not list are
+reported in /readyz while the rest runs.
 
 The fake runs on an event loop of its own in a thread; ``serve`` is a real
 process pointed at it through CRYPTODESK_EXCHANGE_CONFIG__BINANCE__*_URL.
@@ -64,7 +65,7 @@ def test_serve_streams_prefetches_and_reports_an_unknown_exchange(server_factory
 
     server = server_factory(
         CRYPTODESK_EXCHANGES="binance,nosuchex",
-        CRYPTODESK_SYMBOLS="BTC/USDT",
+        CRYPTODESK_SYMBOLS="BTC/USDT,DOGE/EUR",  # binance lists no DOGE/EUR
         CRYPTODESK_INTERVALS="1h",
         CRYPTODESK_CANDLE_GRACE_MS="0",
         CRYPTODESK_PREFETCH_TICKERS_SECONDS="1",
@@ -106,7 +107,9 @@ def test_serve_streams_prefetches_and_reports_an_unknown_exchange(server_factory
 
         ready = client.get("/readyz").json()
         components = {c["name"]: c for c in ready["components"]}
-        assert components["feed:binance"]["status"] == "up", components
+        # Streaming BTC/USDT (the candle above), naming what it cannot stream.
+        assert components["feed:binance"]["status"] == "down", components
+        assert "binance does not list DOGE/EUR" in components["feed:binance"]["error"]
         assert components["feed:nosuchex"]["status"] == "down"
         assert "unknown exchange 'nosuchex'" in components["feed:nosuchex"]["error"]
 

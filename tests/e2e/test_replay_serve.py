@@ -3,16 +3,15 @@ API serves the file's candles back, exactly."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from cryptodesk.adapters.files.candle_files import read_candles
 from cryptodesk.domain.interval import Interval
 from tests.e2e.conftest import base_env, run_cli, wait_for
+from tests.shared_data import SHARED_DATA
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+DATA = SHARED_DATA
 HOURLY = DATA / "cryptodatadownload_coinbase_btcusd_1h.csv"
 
 

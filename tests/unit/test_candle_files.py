@@ -19,8 +19,9 @@ from cryptodesk.adapters.files.candle_files import (
 from cryptodesk.domain.interval import Interval
 from cryptodesk.domain.market import Candle
 from cryptodesk.domain.timeutil import parse_time
+from tests.shared_data import SHARED_DATA
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+DATA = SHARED_DATA
 CDD = DATA / "cryptodatadownload_coinbase_btcusd_1h.csv"
 WIDE = DATA / "bitstamp_btc_eth_ltc_usd_1d.csv"
 H1, D1 = Interval.parse("1h"), Interval.parse("1d")

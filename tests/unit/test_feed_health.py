@@ -270,3 +270,38 @@ async def test_a_failing_feed_says_how_old_its_newest_event_is():
     assert str(exc.value) == "failing: ConnectionError: connection reset; last event 75s ago"
     await ingest.close()
     await asyncio.wait_for(task, 5)
+
+
+async def test_symbols_the_exchange_does_not_list_are_reported_and_the_rest_streams():
+    source = FlakySource(failures=0)
+    bus = MemoryBus()
+    ingest = MarketIngest(
+        source, bus, MemoryCache(), Metrics(), symbols=["DOGE/EUR", "BTC/USDT", "XRP/JPY"],
+        restart_initial=60, restart_cap=60,
+    )  # fmt: skip
+    task = asyncio.create_task(ingest.run_forever())
+    await asyncio.wait_for(source.idle.wait(), 5)
+    assert ingest.published_trades == 3  # BTC/USDT streams
+    with pytest.raises(FeedDown, match=r"^flaky does not list DOGE/EUR, XRP/JPY; those are not"):
+        await ingest.check()
+    await ingest.close()
+    await asyncio.wait_for(task, 5)
+
+
+async def test_a_feed_whose_symbols_are_all_unlisted_is_failing():
+    source = FlakySource(failures=0)
+    ingest = MarketIngest(
+        source, MemoryBus(), MemoryCache(), Metrics(), symbols=["DOGE/EUR"],
+        restart_initial=60, restart_cap=60,
+    )  # fmt: skip
+    task = asyncio.create_task(ingest.run_forever())
+    await asyncio.wait_for(source.attempted.wait(), 5)
+    for _ in range(50):
+        await asyncio.sleep(0.01)
+        with pytest.raises(FeedDown) as down:
+            await ingest.check()
+        if "lists none" in str(down.value):
+            break
+    assert str(down.value) == "failing: FeedDown: flaky lists none of DOGE/EUR; no event yet"
+    await ingest.close()
+    await asyncio.wait_for(task, 5)

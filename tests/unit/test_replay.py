@@ -26,8 +26,9 @@ from cryptodesk.domain.errors import DomainError
 from cryptodesk.domain.interval import Interval
 from cryptodesk.domain.market import Candle, Trade
 from cryptodesk.domain.timeutil import parse_time
+from tests.shared_data import SHARED_DATA
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+DATA = SHARED_DATA
 CDD = DATA / "cryptodatadownload_coinbase_btcusd_1h.csv"
 WIDE = DATA / "bitstamp_btc_eth_ltc_usd_1d.csv"
 

@@ -86,6 +86,7 @@ class MarketIngest:
         self._status = status
         self._reported_at = -math.inf
         self._closed = asyncio.Event()
+        self._unlisted: list[str] = []
         self.published_trades = 0
 
     @property
@@ -101,6 +102,11 @@ class MarketIngest:
                 else f"last event {self._clock() - self._last_event:.0f}s ago"
             )
             raise FeedDown(f"failing: {self._failure}; {last}")
+        if self._unlisted:  # the rest streams; the configuration needs fixing
+            raise FeedDown(
+                f"{self.exchange} does not list {', '.join(self._unlisted)}; those are not "
+                "streamed (fix CRYPTODESK_SYMBOLS)"
+            )
         if self._last_event is None:
             raise FeedDown("no event received yet")
         age = self._clock() - self._last_event
@@ -164,8 +170,16 @@ class MarketIngest:
                     since_yield = 0
                     await asyncio.sleep(0)
             return
+        listed = {m.symbol for m in markets}
+        symbols = [s for s in self._symbols if s in listed]
+        self._unlisted = [s for s in self._symbols if s not in listed]
+        if self._unlisted:
+            log.error("symbols not listed, not streamed", exchange=self.exchange,
+                      symbols=self._unlisted)  # fmt: skip
+        if not symbols:
+            raise FeedDown(f"{self.exchange} lists none of {', '.join(self._symbols)}")
         async with asyncio.TaskGroup() as tg:
-            for symbol in self._symbols:
+            for symbol in symbols:
                 tg.create_task(self._pump_trades(symbol))
                 tg.create_task(self._pump_books(symbol))
 
