@@ -218,7 +218,10 @@ class PerSymbolSource:
         self.closed = False
 
     async def load_markets(self) -> list[Market]:
-        return [Market("fake", "BTC/USDT", "BTC", "USDT", 0.01, 0.0001)]
+        return [
+            Market("fake", "BTC/USDT", "BTC", "USDT", 0.01, 0.0001),
+            Market("fake", "ETH/USDT", "ETH", "USDT", 0.01, 0.0001),
+        ]
 
     async def watch_trades(self, symbol: str) -> AsyncIterator[list[Trade]]:
         for i in range(3):
@@ -249,7 +252,7 @@ async def test_ingest_publishes_every_stream_of_a_per_symbol_source():
     }  # fmt: skip
     assert ingest.published_trades == 6
     markets = codec.decode_markets(await cache.get(cache_keys.markets("fake")))
-    assert [m.symbol for m in markets] == ["BTC/USDT"]
+    assert [m.symbol for m in markets] == ["BTC/USDT", "ETH/USDT"]
 
 
 async def test_retry_forever_backs_off_until_success():
