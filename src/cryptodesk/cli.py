@@ -71,7 +71,12 @@ def config_show(
         return
     width = max(len(k) for k in values)
     for name, value in values.items():
-        shown = ",".join(value) if isinstance(value, list) else value
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            shown = ",".join(value)
+        elif isinstance(value, list):  # signal rules: one JSON line
+            shown = msgspec.json.encode(value).decode()
+        else:
+            shown = value
         typer.echo(f"CRYPTODESK_{name.upper():<{width}}  {shown}")
 
 
@@ -107,11 +112,17 @@ def db_current() -> None:
 
 
 # Command groups defined in their own modules register themselves here.
+from cryptodesk.cli_analytics import register as register_analytics  # noqa: E402
+from cryptodesk.cli_backtest import register as register_backtest  # noqa: E402
 from cryptodesk.cli_exchanges import register as register_exchanges  # noqa: E402
 from cryptodesk.cli_files import register as register_files  # noqa: E402
+from cryptodesk.cli_optimize import register as register_optimize  # noqa: E402
 
 register_files(app)
 register_exchanges(app)
+register_backtest(app)
+register_optimize(app)
+register_analytics(app)
 
 
 def main() -> None:

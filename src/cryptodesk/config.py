@@ -32,6 +32,7 @@ from cryptodesk.domain.errors import DomainError
 from cryptodesk.domain.interval import Interval, parse_intervals
 from cryptodesk.domain.symbol import Symbol
 from cryptodesk.domain.timeutil import parse_time
+from cryptodesk.services.signal_rules import SignalRuleConfig
 
 ENV_PREFIX = "CRYPTODESK_"
 _EXCHANGE_ID = re.compile(r"^[a-z][a-z0-9_]{1,31}$")
@@ -230,6 +231,14 @@ class Settings(BaseSettings):
     )
     prefetch_lock_ttl_seconds: float = Field(
         30.0, gt=0, le=3600, description="Lease of a job's cross-process lock (renewed)."
+    )
+    signal_rules: list[SignalRuleConfig] = Field(
+        default_factory=list,
+        description="Signal rules ([[signal_rules]] tables; JSON in the environment); "
+        "PUT /api/v1/signal-rules replaces them for every process.",
+    )
+    signal_rules_refresh_seconds: float = Field(
+        5.0, gt=0, le=3600, description="compute: the stored rule set is checked this often."
     )
 
     @classmethod

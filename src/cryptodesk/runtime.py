@@ -32,14 +32,18 @@ from cryptodesk.adapters.db import migrate
 from cryptodesk.adapters.db.engine import StorageError, create_engine
 from cryptodesk.adapters.db.jobs_store import JobRunStore
 from cryptodesk.adapters.db.partitions import ensure_partitions
+from cryptodesk.adapters.db.signal_store import SqlSignalStore
 from cryptodesk.adapters.db.sql_store import SqlMarketStore
 from cryptodesk.adapters.exchanges.base import MarketDataSource, UnknownExchangeError
 from cryptodesk.api.app import AppSwitch, create_app, create_health_app
+from cryptodesk.api.routes.backtests import backtests_router
+from cryptodesk.api.routes.signals import signals_router
 from cryptodesk.config import Settings, mask_url
 from cryptodesk.domain.backoff import backoff_delays
 from cryptodesk.domain.interval import Interval
 from cryptodesk.observability.health import HealthRegistry
 from cryptodesk.observability.metrics import Metrics
+from cryptodesk.services.backtests import BacktestJobs
 from cryptodesk.services.book_service import BookService
 from cryptodesk.services.candle_service import CandleService
 from cryptodesk.services.feed_status import FeedStatus
@@ -49,6 +53,9 @@ from cryptodesk.services.market_queries import MarketQueries
 from cryptodesk.services.prefetch import PrefetchScheduler
 from cryptodesk.services.reference_prices import CachedPrice
 from cryptodesk.services.scheduler import MaintenanceScheduler
+from cryptodesk.services.signal_queries import SignalQueries
+from cryptodesk.services.signal_rules import RuleBook
+from cryptodesk.services.signal_service import SignalService
 from cryptodesk.services.sources import ExchangeFetcher, make_fetcher
 from cryptodesk.wiring import (
     StartupError,
@@ -69,7 +76,7 @@ WAIT_CAP_SECONDS = 30.0
 STARTING = "startup"
 GC_THRESHOLDS = (10_000, 20, 50)  # CPython 3.11 defaults to (700, 10, 10)
 # Tasks that stop once the sources stopped and what they published is handled.
-CONSUMER_TASKS = ("compute", "books", "scheduler", "prefetch", "prices")
+CONSUMER_TASKS = ("compute", "signals", "books", "scheduler", "prefetch", "prices")
 
 
 def tune_gc() -> None:
@@ -271,7 +278,19 @@ class Runtime:
                     recent_candles=s.cache_recent_candles,
                 )  # fmt: skip
                 await candles.recover()
+                # After the candle recovery (it stores candles it never publishes),
+                # before any candle is consumed: the runner catches up from the store.
+                signal_store = SqlSignalStore(store.engine)
+                closing.insert(0, signal_store.close)
+                signal_runner = SignalService(
+                    bus, cache, store, signal_store, RuleBook(signal_store, s.signal_rules),
+                    self.metrics, health,
+                    exchanges=s.exchanges, symbols=s.symbols, intervals=intervals,
+                    refresh_seconds=s.signal_rules_refresh_seconds,
+                )  # fmt: skip
+                await signal_runner.recover()
                 tasks["compute"] = asyncio.create_task(candles.run(self.stop_consumers))
+                tasks["signals"] = asyncio.create_task(signal_runner.run(self.stop_consumers))
                 books = BookService(bus, cache, self.metrics)
                 tasks["books"] = asyncio.create_task(books.run(self.stop_consumers))
             if "scheduler" in self.roles:
@@ -315,11 +334,22 @@ class Runtime:
                     cache_recent_candles=s.cache_recent_candles,
                     status=upstream, stale_after=s.feed_stale_seconds,
                 )  # fmt: skip
+                backtest_jobs = BacktestJobs(reads)
+                closing.insert(0, backtest_jobs.close)
                 job_runs = JobRunStore(reads.engine)
+                # Listings read the replica; the rule set is read and written on the primary.
+                rule_store = SqlSignalStore(store.engine)
+                signal_reads = SqlSignalStore(reads.engine)
+                closing.insert(0, rule_store.close)
+                signal_queries = SignalQueries(
+                    queries, reads, signal_reads, RuleBook(rule_store, s.signal_rules),
+                    exchanges=s.exchanges, symbols=s.symbols, intervals=s.intervals,
+                )  # fmt: skip
                 gate.app = create_app(
                     queries, self.metrics, health, version=__version__,
                     jobs=lambda: list_jobs(job_runs, s.exchanges),
                     reference_prices=_reference_prices_router(s, cache),
+                    routers=[backtests_router(backtest_jobs), signals_router(signal_queries)],
                 )  # fmt: skip
                 if server is None:
                     server = start_http()

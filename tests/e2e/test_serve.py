@@ -64,7 +64,8 @@ def test_serves_candles_tickers_books_and_metrics(server_factory, tmp_path):
         ready = client.get("/readyz")
         assert ready.status_code == 200, ready.text
         components = {c["name"]: c for c in ready.json()["components"]}
-        assert set(components) == {"database", "cache", "bus", "compute", "scheduler", "feed:sim"}
+        expected = {"database", "cache", "bus", "compute", "signals", "scheduler", "feed:sim"}
+        assert set(components) == expected
         feed = components["feed:sim"]
         assert (feed["status"], feed["required"]) == ("up", False)
         assert 0 <= feed["latency_ms"] < 60_000  # age of the newest simulated event

@@ -40,11 +40,15 @@ def schema(path: Path) -> dict[str, set[str]]:
 def test_upgrade_creates_tables_and_indexes(db: Path) -> None:
     migrate.upgrade(url(db))
     found = schema(db)
-    assert found["table"] == {"alembic_version", "trades", "candles", "job_runs"}
+    assert found["table"] == {
+        "alembic_version", "trades", "candles", "job_runs",
+        "signals", "signal_progress", "signal_rules",
+    }  # fmt: skip
     assert found["index"] == {
         "ix_trades_exchange_ts_trade_id_symbol",
         "ix_trades_exchange_symbol_ts_trade_id",
         "ix_job_runs_job_id_id",
+        "ix_signals_open_time",
     }
 
 
@@ -52,7 +56,7 @@ def test_current_reports_head(db: Path) -> None:
     assert migrate.current(url(db)) is None
     assert not db.exists()  # asking does not create the database
     migrate.upgrade(url(db))
-    assert migrate.current(url(db)) == migrate.head() == "0002"
+    assert migrate.current(url(db)) == migrate.head() == "0003"
 
 
 def test_upgrade_twice_is_a_no_op(db: Path) -> None:
@@ -93,7 +97,7 @@ def test_migration_matches_the_models(db: Path) -> None:
 def test_tables_are_clustered_on_their_keys(db: Path) -> None:
     migrate.upgrade(url(db))
     with sqlite3.connect(db) as conn:
-        for table in ("trades", "candles"):
+        for table in ("trades", "candles", "signals", "signal_progress"):
             (sql,) = conn.execute(
                 "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
             ).fetchone()

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import structlog
@@ -46,6 +46,7 @@ def create_app(
     readiness_timeout: float = 2.0,
     jobs: Callable[[], Awaitable[list[JobStatus]]] | None = None,
     reference_prices: APIRouter | None = None,
+    routers: Sequence[APIRouter] = (),
 ) -> FastAPI:
     """The API; ``jobs`` lists the scheduled jobs (``GET /api/v1/admin/jobs``),
     ``reference_prices`` serves cached CoinGecko prices when assets are configured."""
@@ -63,6 +64,8 @@ def create_app(
         app.include_router(admin_router(jobs))
     if reference_prices is not None:
         app.include_router(reference_prices)
+    for router in routers:  # analytics: backtests, signals
+        app.include_router(router)
     install_problem_handlers(app)
     app.add_middleware(
         RequestMetricsMiddleware,

@@ -21,3 +21,14 @@ def recent_candles(exchange: str, symbol: str, interval: str) -> str:
 
 def markets(exchange: str) -> str:
     return f"markets:{exchange}"
+
+
+def close_window(exchange: str, symbol: str, interval: str, length: int) -> str:
+    """Capped list of one series' last ``length`` closes, oldest first, from which
+    the signal rules' indicators resume (``...:BTC/USDT:1h:ma200``)."""
+    return f"closes:{exchange}:{symbol}:{interval}:ma{length}"
+
+
+def latest_signal(rule: str, exchange: str, symbol: str, interval: str) -> str:
+    """The newest signal published for one rule on one series."""
+    return f"signal:latest:{rule}:{exchange}:{symbol}:{interval}"

@@ -1,4 +1,4 @@
-"""Tables of the store (SQLAlchemy Core): market data, and the runs of scheduled jobs.
+"""Tables of the store (SQLAlchemy Core): market data, runs of scheduled jobs, signals.
 
 The market-data tables are keyed by their natural keys, so an at-least-once redelivery is
 absorbed by ``ON CONFLICT`` instead of application bookkeeping. Migrations are
@@ -111,4 +111,50 @@ job_runs = Table(
     CheckConstraint("outcome IN ('ok', 'failed', 'skipped')", name="outcome"),
     # A job's newest runs: the listing and the pruning both read this way.
     Index(None, "job_id", "id"),
+)
+
+# Signal rules (``signal_store``): what fired, how far each series was evaluated,
+# and the rule set the API stores. Small tables, never partitioned.
+RULE_ID_LEN = 64
+SIGNAL_KIND_LEN = 32
+
+signals = Table(
+    "signals",
+    metadata,
+    Column("exchange", String(EXCHANGE_LEN), nullable=False),
+    Column("symbol", String(SYMBOL_LEN), nullable=False),
+    Column("interval", String(INTERVAL_LEN), nullable=False),
+    Column("open_time", BigInteger, nullable=False),  # the candle's, epoch ms
+    Column("rule_id", String(RULE_ID_LEN), nullable=False),
+    Column("kind", String(SIGNAL_KIND_LEN), nullable=False),
+    Column("close", Double, nullable=False),
+    Column("indicator_values", Text, nullable=False),  # JSON object, column -> number
+    Column("detected_at", BigInteger, nullable=False),  # epoch ms the rule ran
+    Column("published_at", BigInteger, nullable=True),  # NULL until on the bus (outbox)
+    # The natural key, series first: one series' signals over time is one range.
+    PrimaryKeyConstraint("exchange", "symbol", "interval", "open_time", "rule_id"),
+    # Listings across series walk time.
+    Index(None, "open_time"),
+    sqlite_with_rowid=False,
+)
+
+signal_progress = Table(
+    "signal_progress",
+    metadata,
+    Column("exchange", String(EXCHANGE_LEN), nullable=False),
+    Column("symbol", String(SYMBOL_LEN), nullable=False),
+    Column("interval", String(INTERVAL_LEN), nullable=False),
+    Column("open_time", BigInteger, nullable=False),  # the newest candle evaluated
+    PrimaryKeyConstraint("exchange", "symbol", "interval"),
+    sqlite_with_rowid=False,
+)
+
+signal_rules = Table(
+    "signal_rules",
+    metadata,
+    Column("scope", String(32), nullable=False),  # "default": one rule set for now
+    Column("revision", BigInteger, nullable=False),  # +1 on every replacement
+    Column("rules", Text, nullable=False),  # JSON list, as PUT /api/v1/signal-rules takes it
+    Column("updated_at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("scope"),
 )

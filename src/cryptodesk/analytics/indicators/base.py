@@ -36,9 +36,12 @@ class IndicatorError(DomainError):
 
 
 class Streaming(Protocol):
-    def update(self, *values: float) -> Any:
-        """One closed candle's inputs -> the newest output(s); NaN while warming up."""
-        ...
+    """``update(*inputs)``: one closed candle's inputs -> the newest output(s);
+    NaN while warming up. Each class takes its own inputs (``update(close)``,
+    ``update(high, low, close)``...), so the method is typed loosely here."""
+
+    @property
+    def update(self) -> Callable[..., Any]: ...
 
 
 @dataclass(frozen=True, slots=True)
