@@ -155,11 +155,19 @@ def test_kill9_restart_equals_uninterrupted_run(server_factory, backend, tmp_pat
 
     by_key_a = {key(c): c for c in candles_a}
     by_key_b = {key(c): c for c in candles_b}
-    # Candles both runs had closed: they end (plus the grace period) before the horizon.
+    # Candles both runs had closed: each symbol has its own event-time clock
+    # (analytics/symbol_clocks.py), so a candle is closed once a trade of its own
+    # symbol came after its end plus the grace period, in both runs.
+    last_a: dict[str, int] = {}
+    last_b: dict[str, int] = {}
+    for trades, last in ((trades_a, last_a), (trades_b, last_b)):
+        for t in trades:
+            last[t.symbol] = max(last.get(t.symbol, 0), t.ts)
+    own_horizon = {s: min(last_a[s], last_b.get(s, 0)) for s in last_a}
     settled = [
         k
         for k in by_key_a.keys() | by_key_b.keys()
-        if k[3] + Interval.parse(k[2]).ms + GRACE_MS < horizon
+        if k[3] + Interval.parse(k[2]).ms + GRACE_MS < own_horizon.get(k[1], 0)
     ]
     assert len(settled) > 20
     for k in settled:

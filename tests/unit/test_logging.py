@@ -105,3 +105,16 @@ def test_bad_arguments_are_rejected():
         configure_logging("json", "LOUD")
     with pytest.raises(ValueError, match="format"):
         configure_logging("xml", "INFO")  # type: ignore[arg-type]
+
+
+def test_the_default_handler_follows_sys_stderr(monkeypatch):
+    configure_logging("json", "INFO")
+    first = io.StringIO()
+    monkeypatch.setattr("sys.stderr", first)
+    logging.getLogger("alembic").info("to the first")
+    first.close()  # a test runner's capture ends; logging must not write to it
+    second = io.StringIO()
+    monkeypatch.setattr("sys.stderr", second)
+    logging.getLogger("alembic").info("to the second")
+    assert "to the second" in second.getvalue()
+    assert "Logging error" not in second.getvalue()

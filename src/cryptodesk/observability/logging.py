@@ -20,7 +20,21 @@ _FOREIGN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "alembic", "sq
 
 
 class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Marks the handler configure_logging owns, so a second call replaces it."""
+    """Marks the handler configure_logging owns, so a second call replaces it.
+
+    Without a stream of its own it writes to whatever ``sys.stderr`` is when a
+    record is emitted, so code that swaps stderr (a test runner capturing a CLI
+    call) never leaves it writing to a closed file.
+    """
+
+    def __init__(self, stream: TextIO | None) -> None:
+        super().__init__(stream if stream is not None else sys.stderr)
+        self._follow_stderr = stream is None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._follow_stderr:
+            self.stream = sys.stderr
+        super().emit(record)
 
 
 def configure_logging(
@@ -71,7 +85,7 @@ def configure_logging(
         foreign_pre_chain=shared,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail],
     )
-    handler = _Handler(out)
+    handler = _Handler(stream)
     handler.setFormatter(formatter)
 
     root = logging.getLogger()
