@@ -254,6 +254,7 @@ def _from_store(text: str) -> tuple[list[Candle], Interval, dict[str, Any]]:
     from cryptodesk import runtime
     from cryptodesk.adapters.db.engine import StorageError
     from cryptodesk.cli import settings_or_exit
+    from cryptodesk.observability.logging import configure_logging
     from cryptodesk.services.candle_import import stored_candles
     from cryptodesk.wiring import StartupError
 
@@ -262,6 +263,9 @@ def _from_store(text: str) -> tuple[list[Candle], Interval, dict[str, Any]]:
     except DomainError as exc:
         fail(str(exc))
     settings = settings_or_exit()
+    # The report is the output; the log (stderr) only says what went wrong, as
+    # for backfill (the migrations' INFO lines are not news here).
+    configure_logging(settings.log_format, "DEBUG" if settings.log_level == "DEBUG" else "WARNING")
 
     async def load() -> list[Candle]:
         if settings.is_embedded_db:

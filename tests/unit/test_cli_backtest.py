@@ -17,6 +17,7 @@ from cryptodesk.analytics.strategy import Context, Decision, Strategy
 from cryptodesk.cli import app as cryptodesk_app
 from cryptodesk.cli_backtest import parse_selector, register
 from cryptodesk.domain.timeutil import to_iso
+from cryptodesk.observability.logging import configure_logging
 from tests.shared_data import SHARED_DATA
 
 HOURLY = SHARED_DATA / "cryptodatadownload_coinbase_btcusd_1h.csv"
@@ -24,6 +25,15 @@ HEADER = "timestamp,open,high,low,close,volume\n"
 T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z
 HOUR = 3_600_000
 runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def quiet_logging() -> None:
+    """As a fresh process starts: no INFO lines left configured by other tests
+    (stderr is asserted exactly here)."""
+    configure_logging("json", "WARNING")
+
+
 pytestmark = pytest.mark.usefixtures("clean_env")
 
 
