@@ -72,6 +72,14 @@ IntervalOpt = Annotated[str | None, _opt("Interval of a file (default: from its 
 OutOpt = Annotated[Path | None, _opt("Report directory (default ./backtest-STRATEGY-TIME).")]
 
 
+def backtest_config(*, size: str, **options: Any) -> BacktestConfig:
+    """The ``BacktestConfig`` of the cost and sizing options (``--size`` parsed);
+    ``optimize`` and ``compare`` take the same options."""
+    from cryptodesk.analytics.backtest import BacktestConfig, Sizing
+
+    return BacktestConfig(sizing=Sizing.parse(size), **options)
+
+
 def backtest(
     strategy: StrategyOpt,
     data: DataOpt,
@@ -91,14 +99,13 @@ def backtest(
     out: OutOpt = None,
 ) -> None:
     """Backtest a built-in strategy on a candle file or a stored series."""
-    from cryptodesk.analytics.backtest import BacktestConfig, Sizing
     from cryptodesk.analytics.strategies import build_strategy, parse_param_items
 
     try:
         chosen = build_strategy(strategy, parse_param_items(param or []))
-        config = BacktestConfig(
+        config = backtest_config(
             initial_cash=cash, fee=fee, maker_fee=maker_fee, slippage_bps=slippage_bps,
-            slippage_volume=slippage_volume, sizing=Sizing.parse(size), lot=lot,
+            slippage_volume=slippage_volume, size=size, lot=lot,
             stop_loss=stop_loss, take_profit=take_profit, allow_short=allow_short,
         )  # fmt: skip
     except DomainError as exc:

@@ -36,6 +36,7 @@ from cryptodesk.cli_backtest import (
     SymbolOpt,
     TakeOpt,
     VolumeOpt,
+    backtest_config,
     fail,
     load_candles,
 )
@@ -71,13 +72,6 @@ ConfOpt = Annotated[float, _opt("Confidence level of the intervals.")]
 SeedOpt = Annotated[int, _opt("Seed of the bootstrap's random generator.")]
 BlockOpt = Annotated[float | None, _opt("Mean block length in candles (default n^(1/3)).")]
 OutOpt = Annotated[Path | None, _opt("Report directory (default ./COMMAND-...-TIME).")]
-
-
-def _config(**options: Any) -> BacktestConfig:
-    from cryptodesk.analytics.backtest import BacktestConfig, Sizing
-
-    options["sizing"] = Sizing.parse(options.pop("size"))
-    return BacktestConfig(**options)
 
 
 def _config_dict(cfg: BacktestConfig) -> dict[str, Any]:
@@ -173,7 +167,7 @@ def optimize(
         if cls is None:
             raise DomainError(f"unknown strategy {strategy!r}; built-in: {', '.join(STRATEGIES)}")
         search = wf.ParamGrid.parse(cls, grid, parse_param_items(param or []))
-        config = _config(
+        config = backtest_config(
             initial_cash=cash, fee=fee, maker_fee=maker_fee, slippage_bps=slippage_bps,
             slippage_volume=slippage_volume, size=size, lot=lot, stop_loss=stop_loss,
             take_profit=take_profit, allow_short=allow_short,
@@ -348,7 +342,7 @@ def compare(
         if len(strategy) < 2:
             raise DomainError("give two --strategy options at least")
         chosen = [(text.strip(), parse_strategy_spec(text)) for text in strategy]
-        config = _config(
+        config = backtest_config(
             initial_cash=cash, fee=fee, maker_fee=maker_fee, slippage_bps=slippage_bps,
             slippage_volume=slippage_volume, size=size, lot=lot, stop_loss=stop_loss,
             take_profit=take_profit, allow_short=allow_short,

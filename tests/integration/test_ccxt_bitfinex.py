@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from cryptodesk.adapters.exchanges.ccxt_source import CcxtSource
 from cryptodesk.domain.market import Candle, Market, OrderBook, Ticker, Trade
 from tests.fakes.bitfinex import T0, FakeBitfinex
-from tests.integration.test_ccxt_binance import Collector, until
+from tests.integration.ccxt_streams import Collector, until
 
 H = 3_600_000
 NOW = T0 + 3 * H + 5  # our clock: the 4th hourly candle from T0 is still open

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from cryptodesk.adapters.exchanges.ccxt_source import CcxtSource
 from cryptodesk.domain.market import Candle, Market, OrderBook, Side, Ticker, Trade
 from tests.fakes.htx import T0, FakeHtx
-from tests.integration.test_ccxt_binance import Collector
+from tests.integration.ccxt_streams import Collector
 
 H = 3_600_000
 NOW = T0 + 3 * H + 5  # our clock: the 4th hourly candle from T0 is still open
