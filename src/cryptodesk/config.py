@@ -240,6 +240,42 @@ class Settings(BaseSettings):
     signal_rules_refresh_seconds: float = Field(
         5.0, gt=0, le=3600, description="compute: the stored rule set is checked this often."
     )
+    accounts_key: SecretStr = Field(
+        SecretStr(""),
+        description="Fernet key encrypting exchange account credentials at rest "
+        "(`cryptodesk accounts keygen`); empty: no credentials can be stored.",
+    )
+    report_currency: str = Field("USD", description="Currency of cost basis, PnL and reports.")
+    cost_basis_method: Literal["fifo", "lifo", "hifo", "specific", "average", "uk"] = Field(
+        "fifo", description="Default cost basis method of reports and valuation."
+    )
+    cost_basis_per_wallet: bool = Field(
+        False, description="Lots pooled per account (wallet) instead of per asset (universal)."
+    )
+    long_term_days: int = Field(
+        365, ge=1, le=36_500, description="Held longer than this: a long-term gain."
+    )
+    pnl_report_time: str = Field(
+        "00:05", description="scheduler: UTC time (HH:MM) of the daily PnL report; empty: off."
+    )
+    pnl_report_dir: Path | None = Field(
+        None, description="Where daily PnL reports are written; empty: DATA_DIR/reports."
+    )
+    pnl_report_formats: CommaList = Field(
+        ["csv", "xlsx", "html"], description="Daily PnL report files: csv, xlsx, html."
+    )
+    sheets_credentials_file: str = Field(
+        "", description="Google service account JSON; with SHEETS_SPREADSHEET_KEY: deliver."
+    )
+    sheets_spreadsheet_key: str = Field(
+        "", description="Spreadsheet the daily PnL report is written to (one sheet per day)."
+    )
+    portfolio_sync_seconds: float = Field(
+        0,
+        ge=0,
+        le=7 * 86_400,
+        description="scheduler: exchange accounts synced this often; 0: off.",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -346,6 +382,30 @@ class Settings(BaseSettings):
             raise ValueError("must look like https://host[:port][/path]")
         return value
 
+    @field_validator("report_currency")
+    @classmethod
+    def _report_currency(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Z0-9]{2,16}", value.strip()):
+            raise ValueError(f"{value!r} is not an asset code like USD or EUR")
+        return value.strip()
+
+    @field_validator("pnl_report_time")
+    @classmethod
+    def _pnl_report_time(cls, value: str) -> str:
+        value = value.strip()
+        if value and not re.fullmatch(r"([01][0-9]|2[0-3]):[0-5][0-9]", value):
+            raise ValueError(f"{value!r} is not a UTC time HH:MM")
+        return value
+
+    @field_validator("pnl_report_formats", mode="before")
+    @classmethod
+    def _pnl_report_formats(cls, value: Any) -> Any:
+        items = _split(value)
+        bad = [item for item in items if item not in ("csv", "xlsx", "html")]
+        if bad or not items:
+            raise ValueError(f"formats are csv, xlsx, html; got {', '.join(bad) or 'none'}")
+        return items
+
     @field_validator("symbols", mode="before")
     @classmethod
     def _symbols(cls, value: Any) -> Any:
@@ -396,6 +456,10 @@ class Settings(BaseSettings):
             url = f"sqlite+aiosqlite:///{self.data_dir / 'cryptodesk.db'}"
             object.__setattr__(self, "database_url", url)
         return self
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.pnl_report_dir or self.data_dir / "reports"
 
     @property
     def is_embedded_db(self) -> bool:

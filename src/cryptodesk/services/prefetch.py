@@ -27,12 +27,9 @@ import asyncio
 import contextlib
 import logging
 import math
-import os
-import socket
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
@@ -42,12 +39,13 @@ from cryptodesk.adapters.cache.base import Cache
 from cryptodesk.adapters.locks.base import JobLock
 from cryptodesk.domain import codec
 from cryptodesk.domain.interval import Interval
-from cryptodesk.domain.jobs import JobRun, Outcome
+from cryptodesk.domain.jobs import Outcome
 from cryptodesk.domain.timeutil import now_ms
 from cryptodesk.services import cache_keys
 from cryptodesk.services.backfill import CandleStore, backfill
 from cryptodesk.services.feed_status import FeedStatus, prefetch_channel
 from cryptodesk.services.jobs import job_id, split_job_id
+from cryptodesk.services.locked_jobs import LOCK_TTL, LockedJobRunner, RunRecorder, error_text
 from cryptodesk.services.sources import ExchangeFetcher
 
 log = structlog.get_logger(__name__)
@@ -57,13 +55,7 @@ TICKERS_EVERY = 5.0
 MARKETS_EVERY = 24 * 3600.0
 JITTER_FRACTION = 0.1  # of the interval, at most MAX_JITTER seconds
 MAX_JITTER = 60.0
-LOCK_TTL = 30.0
 LOOKBACK_CANDLES = 500
-ERROR_CHARS = 1000
-
-
-class RunRecorder(Protocol):
-    async def record(self, run: JobRun) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,18 +65,8 @@ class JobSpec:
     jitter: float  # each run moves by up to +-jitter seconds
 
 
-def owner_name() -> str:
-    """``host:pid``: which process recorded a run."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 def _jitter(every: float, fraction: float) -> float:
     return min(every * fraction, MAX_JITTER)
-
-
-def _error(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"[:ERROR_CHARS]
 
 
 class PrefetchScheduler:
@@ -114,7 +96,6 @@ class PrefetchScheduler:
             ("candles_every", candles_every),
             ("tickers_every", tickers_every),
             ("markets_every", markets_every),
-            ("lock_ttl", lock_ttl),
         ):
             if not value > 0:
                 raise ValueError(f"{name} must be positive seconds")
@@ -125,13 +106,12 @@ class PrefetchScheduler:
         self._fetchers = {f.exchange: f for f in fetchers}
         self._store = store
         self._cache = cache
-        self._runs = runs
-        self._lock = lock
+        self._runner = LockedJobRunner(
+            runs, lock, lock_ttl=lock_ttl, owner=owner, clock=clock, next_run=self._next_run
+        )
         self._symbols = list(symbols)
         self._intervals = list(intervals)
         self._lookback = lookback_candles
-        self._lock_ttl = lock_ttl
-        self._owner = owner or owner_name()
         self._clock = clock
         self._status = status
         self._listed: dict[str, frozenset[str]] = {}
@@ -157,61 +137,14 @@ class PrefetchScheduler:
         kind, exchange = split_job_id(name)
         if exchange not in self._fetchers:
             raise ValueError(f"unknown job {name!r}")
-        started = self._clock()
-        try:
-            token = await self._lock.acquire(name, ttl=self._lock_ttl)
-        except Exception as exc:  # the lock's backend is down: nobody can tell who runs
-            log.warning("job lock unavailable", job=name, error=repr(exc))
-            return await self._record(name, started, "failed", f"cannot take the lock: {exc}")
-        if token is None:
-            log.debug("job held elsewhere, skipped", job=name)
-            return await self._record(name, started, "skipped", None)
-        renewing = asyncio.create_task(self._renew(name, token), name=f"lock-renew:{name}")
-        outcome: Outcome = "ok"
-        error: str | None = None
-        try:
-            await self._work[kind](exchange)
-            if self._status is not None:
-                self._status.succeeded(exchange, prefetch_channel(kind))
-        except Exception as exc:
-            outcome, error = "failed", _error(exc)
-            log.warning("prefetch job failed", job=name, error=error)
-            if self._status is not None:
-                self._status.failed(exchange, prefetch_channel(kind), error)
-        finally:
-            renewing.cancel()
-            await asyncio.gather(renewing, return_exceptions=True)
-            try:
-                await self._lock.release(name, token)
-            except Exception as exc:  # the lease expires by itself
-                log.warning("job lock not released", job=name, error=repr(exc))
-        return await self._record(name, started, outcome, error)
-
-    async def _renew(self, name: str, token: str) -> None:
-        while True:
-            await asyncio.sleep(self._lock_ttl / 3)
-            try:
-                held = await self._lock.extend(name, token, ttl=self._lock_ttl)
-            except Exception as exc:
-                log.warning("job lock not renewed", job=name, error=repr(exc))
-                continue
-            if not held:
-                # Another process may run the job too now; the writes are
-                # idempotent, so finishing this run does no harm.
-                log.warning("job lock lost while running", job=name)
-                return
-
-    async def _record(
-        self, name: str, started: int, outcome: Outcome, error: str | None
-    ) -> Outcome:
-        run = JobRun(
-            name, self._owner, started, self._clock(), outcome, error, self._next_run(name)
+        status = self._status
+        channel = prefetch_channel(kind)
+        return await self._runner.run(
+            name,
+            lambda: self._work[kind](exchange),
+            on_success=None if status is None else lambda: status.succeeded(exchange, channel),
+            on_error=None if status is None else lambda e: status.failed(exchange, channel, e),
         )
-        try:
-            await self._runs.record(run)
-        except Exception as exc:  # the run happened; only its record is lost
-            log.warning("job run not recorded", job=name, outcome=outcome, error=repr(exc))
-        return outcome
 
     def _next_run(self, name: str) -> int | None:
         if self._scheduler is None:
@@ -264,7 +197,7 @@ class PrefetchScheduler:
                 try:
                     await self._refresh_series(fetcher, symbol, interval)
                 except Exception as exc:
-                    failures.append(f"{symbol} {interval.name}: {_error(exc)}")
+                    failures.append(f"{symbol} {interval.name}: {error_text(exc)}")
         if failures:
             raise PrefetchError(f"{len(failures)} series failed: " + "; ".join(failures))
 
@@ -317,7 +250,9 @@ class PrefetchScheduler:
             )
         scheduler.start()
         self._scheduler = scheduler
-        log.info("prefetch scheduled", jobs=[s.job_id for s in self.specs], owner=self._owner)
+        log.info(
+            "prefetch scheduled", jobs=[s.job_id for s in self.specs], owner=self._runner.owner
+        )
 
     @property
     def scheduler(self) -> AsyncIOScheduler | None:
@@ -363,7 +298,7 @@ class PrefetchScheduler:
             with contextlib.suppress(Exception):
                 await fetcher.close()
         with contextlib.suppress(Exception):
-            await self._lock.close()
+            await self._runner.lock.close()
 
 
 class PrefetchError(Exception):
