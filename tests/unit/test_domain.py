@@ -9,7 +9,7 @@ from cryptodesk.domain.errors import DomainError
 from cryptodesk.domain.interval import DAY_MS, SUPPORTED, WEEK_MS, Interval, parse_intervals
 from cryptodesk.domain.market import Candle, Market, OrderBook, Ticker, Trade, stream_key
 from cryptodesk.domain.symbol import Symbol
-from cryptodesk.domain.timeutil import parse_time, to_iso
+from cryptodesk.domain.timeutil import MAX_TS_MS, MIN_TS_MS, parse_time, to_iso
 
 T0 = 1_700_000_000_000  # 2023-11-14T22:13:20Z
 
@@ -155,3 +155,8 @@ def test_codec_rejects_invalid_payload():
 def test_parse_time_rejects_junk_with_domain_error(junk):
     with pytest.raises(DomainError):
         parse_time(junk)
+
+
+@given(st.integers(min_value=MIN_TS_MS, max_value=MAX_TS_MS - 1))
+def test_parse_time_reads_back_every_millisecond_to_iso_writes(ts: int) -> None:
+    assert parse_time(to_iso(ts)) == ts
