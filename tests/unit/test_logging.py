@@ -118,3 +118,20 @@ def test_the_default_handler_follows_sys_stderr(monkeypatch):
     logging.getLogger("alembic").info("to the second")
     assert "to the second" in second.getvalue()
     assert "Logging error" not in second.getvalue()
+
+
+def test_console_tracebacks_never_show_local_variables():
+    out = Tty()
+    configure_logging("console", "INFO", stream=out)
+
+    def seal(secret: str) -> None:
+        raise ValueError("cannot encrypt")
+
+    secret = "-".join(["sk", "live", "do", "not", "print"])  # not in the source shown
+    try:
+        seal(secret)
+    except ValueError:
+        structlog.get_logger("x").exception("sealing failed")
+    text = out.getvalue()
+    assert "cannot encrypt" in text
+    assert secret not in text

@@ -63,7 +63,12 @@ def configure_logging(
     ]
     renderer: Processor
     if console:
-        renderer = structlog.dev.ConsoleRenderer(colors=_is_tty(out))
+        # Tracebacks without local variables: a frame's locals can hold
+        # credentials being encrypted or sent, and logs must never show them.
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=_is_tty(out),
+            exception_formatter=structlog.dev.RichTracebackFormatter(show_locals=False),
+        )
         tail: list[Processor] = [renderer]
     else:
         renderer = structlog.processors.JSONRenderer()
