@@ -33,6 +33,8 @@ MODULES = [
     "bench_ccxt",
     "bench_indicators",
     "bench_backtest",
+    "bench_cost_basis",
+    "bench_tax_report",
 ]
 # Indicators measured against TA-Lib (vwap has no TA-Lib twin).
 _TALIB_TWINS = (
@@ -46,6 +48,7 @@ TARGETS: dict[str, str] = {
     **{f"indicators/vectorised/{name}": "<= 3x talib" for name in _TALIB_TWINS},
     "indicators/streaming/full_set": ">= 100,000 candles/s",
     "backtest/ma_cross_vs_backtesting_py": ">= 2x faster, same trades",
+    "cost_basis/fifo_1m": ">= 300,000 transactions/s",
 }
 TARGET_VALUES = {
     "candle_builder/1_symbol_1_interval": 1_000_000.0,
@@ -54,6 +57,7 @@ TARGET_VALUES = {
     **{f"indicators/vectorised/{name}": 3.0 for name in _TALIB_TWINS},
     "indicators/streaming/full_set": 100_000.0,
     "backtest/ma_cross_vs_backtesting_py": 2.0,
+    "cost_basis/fifo_1m": 300_000.0,
 }
 # Targets met when the median is at most the value (time ratios), not at least.
 LOWER_IS_BETTER = {name for name in TARGET_VALUES if name.startswith("indicators/vectorised/")}

@@ -116,13 +116,19 @@ from cryptodesk.cli_analytics import register as register_analytics  # noqa: E40
 from cryptodesk.cli_backtest import register as register_backtest  # noqa: E402
 from cryptodesk.cli_exchanges import register as register_exchanges  # noqa: E402
 from cryptodesk.cli_files import register as register_files  # noqa: E402
+from cryptodesk.cli_ledger import register as register_ledger  # noqa: E402
 from cryptodesk.cli_optimize import register as register_optimize  # noqa: E402
+from cryptodesk.cli_portfolio import register as register_portfolio  # noqa: E402
+from cryptodesk.cli_tax import register as register_tax  # noqa: E402
 
 register_files(app)
 register_exchanges(app)
 register_backtest(app)
 register_optimize(app)
 register_analytics(app)
+register_ledger(app)
+register_tax(app)
+register_portfolio(app)
 
 
 def main() -> None:

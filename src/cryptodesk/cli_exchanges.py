@@ -214,16 +214,19 @@ def _summary(r: BackfillResult) -> str:
 def jobs(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """List the scheduled prefetch jobs: last run, outcome, next run."""
+    """List the scheduled jobs (prefetch, daily PnL report, account sync): last and next run."""
     from cryptodesk.adapters.db.jobs_store import JobRunStore
     from cryptodesk.cli import settings_or_exit
+    from cryptodesk.portfolio_wiring import portfolio_job_ids
     from cryptodesk.services.jobs import list_jobs
     from cryptodesk.services.market_queries import Unavailable
 
     settings = settings_or_exit()
 
     async def work(store: SqlMarketStore) -> list[JobStatus]:
-        return await list_jobs(JobRunStore(store.engine), settings.exchanges)
+        return await list_jobs(
+            JobRunStore(store.engine), settings.exchanges, portfolio_job_ids(settings)
+        )
 
     try:
         statuses = _on_store(settings, work)
@@ -234,7 +237,10 @@ def jobs(
         typer.echo(msgspec.json.format(msgspec.json.encode(rows), indent=2).decode())
         return
     if not statuses:
-        typer.echo("no scheduled jobs (only sim or replay exchanges are configured)")
+        typer.echo(
+            "no scheduled jobs (only sim or replay exchanges are configured, "
+            "no daily PnL report, no account sync)"
+        )
         return
     typer.echo(_table(statuses))
 

@@ -37,21 +37,25 @@ from cryptodesk.adapters.db.sql_store import SqlMarketStore
 from cryptodesk.adapters.exchanges.base import MarketDataSource, UnknownExchangeError
 from cryptodesk.api.app import AppSwitch, create_app, create_health_app
 from cryptodesk.api.routes.backtests import backtests_router
+from cryptodesk.api.routes.ledger import ledger_router
 from cryptodesk.api.routes.signals import signals_router
 from cryptodesk.config import Settings, mask_url
 from cryptodesk.domain.backoff import backoff_delays
 from cryptodesk.domain.interval import Interval
 from cryptodesk.observability.health import HealthRegistry
 from cryptodesk.observability.metrics import Metrics
+from cryptodesk.portfolio_wiring import build_portfolio, portfolio_job_ids, sheets_writer
 from cryptodesk.services.backtests import BacktestJobs
 from cryptodesk.services.book_service import BookService
 from cryptodesk.services.candle_service import CandleService
 from cryptodesk.services.feed_status import FeedStatus
 from cryptodesk.services.ingest import FeedDown, MarketIngest
 from cryptodesk.services.jobs import list_jobs, prefetched_exchanges
+from cryptodesk.services.locked_jobs import LockedJobRunner
 from cryptodesk.services.market_queries import MarketQueries
 from cryptodesk.services.prefetch import PrefetchScheduler
 from cryptodesk.services.reference_prices import CachedPrice
+from cryptodesk.services.scheduled_jobs import ScheduledJobs
 from cryptodesk.services.scheduler import MaintenanceScheduler
 from cryptodesk.services.signal_queries import SignalQueries
 from cryptodesk.services.signal_rules import RuleBook
@@ -312,6 +316,17 @@ class Runtime:
                 if prefetch is not None:
                     closing.insert(0, prefetch.close)
                     tasks["prefetch"] = asyncio.create_task(prefetch.run(self.stop_consumers))
+                portfolio = build_portfolio(s, engine, cache, store)
+                closing.insert(0, portfolio.close)
+                if portfolio_jobs := portfolio.jobs(sheets_writer(s)):
+                    runner = LockedJobRunner(
+                        JobRunStore(engine), make_job_lock(s, engine),
+                        lock_ttl=s.prefetch_lock_ttl_seconds,
+                    )  # fmt: skip
+                    scheduled = ScheduledJobs(portfolio_jobs, runner)
+                    tasks["portfolio-jobs"] = asyncio.create_task(
+                        scheduled.run(self.stop_consumers)
+                    )
             for source in sources:
                 ingest = MarketIngest(
                     source, bus, cache, self.metrics,
@@ -345,11 +360,17 @@ class Runtime:
                     queries, reads, signal_reads, RuleBook(rule_store, s.signal_rules),
                     exchanges=s.exchanges, symbols=s.symbols, intervals=s.intervals,
                 )  # fmt: skip
+                # The ledger is written on the primary; past closes read the replica.
+                api_portfolio = build_portfolio(s, store.engine, cache, reads)
+                closing.insert(0, api_portfolio.close)
                 gate.app = create_app(
                     queries, self.metrics, health, version=__version__,
-                    jobs=lambda: list_jobs(job_runs, s.exchanges),
+                    jobs=lambda: list_jobs(job_runs, s.exchanges, portfolio_job_ids(s)),
                     reference_prices=_reference_prices_router(s, cache),
-                    routers=[backtests_router(backtest_jobs), signals_router(signal_queries)],
+                    routers=[
+                        backtests_router(backtest_jobs), signals_router(signal_queries),
+                        ledger_router(api_portfolio.ledger), api_portfolio.router(),
+                    ],
                 )  # fmt: skip
                 if server is None:
                     server = start_http()

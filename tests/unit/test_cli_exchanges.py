@@ -158,9 +158,10 @@ def test_jobs_lists_configured_jobs_with_last_and_next_run(
     assert [line.split()[:2] for line in empty.stdout.splitlines()[1:]] == [
         ["candles:binance", "-"],
         ["markets:binance", "-"],
+        ["pnl-report:daily", "-"],
         ["tickers:binance", "-"],
     ]
-    assert empty.stdout.count("never ran") == 3
+    assert empty.stdout.count("never ran") == 4
 
     record_runs(tmp_path)
     result = runner.invoke(app, ["jobs"])
@@ -181,7 +182,7 @@ def test_jobs_lists_configured_jobs_with_last_and_next_run(
         "candles:binance", "2024-01-01T00:00:00.000Z", "ok", "2024-01-01T00:55:00.000Z",
         "2024-01-01T00:00:02.500Z",
     ]  # fmt: skip
-    assert lines[3].split() == [
+    assert lines[4].split() == [
         "tickers:binance", "2024-01-01T00:00:05.000Z", "failed", "2024-01-01T00:00:10.000Z",
         "-", "NetworkError:", "timed", "out",
     ]  # fmt: skip
@@ -200,9 +201,22 @@ def test_jobs_lists_configured_jobs_with_last_and_next_run(
     assert as_json[1]["outcome"] is None
 
 
-def test_jobs_with_only_the_simulator() -> None:
+def test_jobs_with_only_the_simulator(monkeypatch: pytest.MonkeyPatch) -> None:
     result = runner.invoke(app, ["jobs"])
     assert result.exit_code == 0
-    assert (
-        result.stdout.strip() == "no scheduled jobs (only sim or replay exchanges are configured)"
+    assert [line.split()[:2] for line in result.stdout.splitlines()[1:]] == [
+        ["pnl-report:daily", "-"]
+    ]
+    monkeypatch.setenv("CRYPTODESK_PORTFOLIO_SYNC_SECONDS", "3600")
+    both = runner.invoke(app, ["jobs"])
+    assert [line.split()[0] for line in both.stdout.splitlines()[1:]] == [
+        "pnl-report:daily",
+        "portfolio-sync:accounts",
+    ]
+    monkeypatch.setenv("CRYPTODESK_PNL_REPORT_TIME", "")
+    monkeypatch.setenv("CRYPTODESK_PORTFOLIO_SYNC_SECONDS", "0")
+    none = runner.invoke(app, ["jobs"])
+    assert none.stdout.strip() == (
+        "no scheduled jobs (only sim or replay exchanges are configured, "
+        "no daily PnL report, no account sync)"
     )

@@ -43,12 +43,15 @@ def test_upgrade_creates_tables_and_indexes(db: Path) -> None:
     assert found["table"] == {
         "alembic_version", "trades", "candles", "job_runs",
         "signals", "signal_progress", "signal_rules",
+        "accounts", "account_balances", "ledger_entries", "ledger_heads", "portfolio_snapshots",
     }  # fmt: skip
     assert found["index"] == {
         "ix_trades_exchange_ts_trade_id_symbol",
         "ix_trades_exchange_symbol_ts_trade_id",
         "ix_job_runs_job_id_id",
         "ix_signals_open_time",
+        "ix_ledger_entries_tenant_id_ts",
+        "ix_ledger_entries_tenant_id_reverses",
     }
 
 
@@ -56,7 +59,7 @@ def test_current_reports_head(db: Path) -> None:
     assert migrate.current(url(db)) is None
     assert not db.exists()  # asking does not create the database
     migrate.upgrade(url(db))
-    assert migrate.current(url(db)) == migrate.head() == "0003"
+    assert migrate.current(url(db)) == migrate.head() == "0005"
 
 
 def test_upgrade_twice_is_a_no_op(db: Path) -> None:

@@ -46,7 +46,10 @@ async def test_runs_record_outcomes_and_a_held_lock_skips() -> None:
     recorder = Recorder()
     lock = MemoryJobLock()
     jobs = ScheduledJobs(
-        [ScheduledJob("pnl-report:daily", ok, at="00:05"), ScheduledJob("sync:all", boom, every=60)],
+        [
+            ScheduledJob("pnl-report:daily", ok, at="00:05"),
+            ScheduledJob("sync:all", boom, every=60),
+        ],
         LockedJobRunner(recorder, lock, owner="me", clock=lambda: 1_000),
     )
     assert await jobs.run_job("pnl-report:daily") == "ok"
@@ -75,7 +78,10 @@ async def test_daily_job_is_scheduled_at_the_next_utc_time_and_interval_jobs_run
 
     recorder = Recorder()
     jobs = ScheduledJobs(
-        [ScheduledJob("pnl-report:daily", nothing, at="00:05"), ScheduledJob("s", work, every=3600)],
+        [
+            ScheduledJob("pnl-report:daily", nothing, at="00:05"),
+            ScheduledJob("s", work, every=3600),
+        ],
         LockedJobRunner(recorder, MemoryJobLock(), owner="me"),
     )
     stop = asyncio.Event()

@@ -46,13 +46,15 @@ class JobStatusReader(Protocol):
     async def statuses(self, job_ids: Sequence[str] = ()) -> list[JobStatus]: ...
 
 
-async def list_jobs(runs: JobStatusReader, exchanges: Sequence[str] = ()) -> list[JobStatus]:
+async def list_jobs(
+    runs: JobStatusReader, exchanges: Sequence[str] = (), other_jobs: Sequence[str] = ()
+) -> list[JobStatus]:
     """Every configured job plus any other with recorded runs, sorted by id.
 
     Raises ``Unavailable`` (HTTP 503) when the database cannot be read.
     """
     try:
-        return await runs.statuses(configured_job_ids(exchanges))
+        return await runs.statuses([*configured_job_ids(exchanges), *other_jobs])
     except StorageError as exc:
         log.warning("job runs unreadable", error=str(exc))
         raise Unavailable(

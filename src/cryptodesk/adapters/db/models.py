@@ -22,6 +22,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     Double,
+    ForeignKeyConstraint,
     Index,
     Integer,
     MetaData,
@@ -29,6 +30,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 from cryptodesk.domain.jobs import JOB_ID_LEN
@@ -157,4 +159,117 @@ signal_rules = Table(
     Column("rules", Text, nullable=False),  # JSON list, as PUT /api/v1/signal-rules takes it
     Column("updated_at", BigInteger, nullable=False),
     PrimaryKeyConstraint("scope"),
+)
+
+# Portfolio (``ledger_store``): accounts, reported balances and the hash-chained
+# ledger, all per tenant. Amounts are decimal text exactly as entered, so a
+# stored entry re-encodes to the bytes its hash was computed over.
+TENANT_LEN = 64
+ACCOUNT_LEN = 64  # portfolio.ledger.MAX_ACCOUNT_LENGTH
+ASSET_LEN = 32  # portfolio.ledger.MAX_ASSET_LENGTH
+ENTRY_ID_LEN = 128  # portfolio.ledger.MAX_ID_LENGTH
+HASH_LEN = 64  # sha256, hex
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("tenant_id", String(TENANT_LEN), nullable=False),
+    Column("name", String(ACCOUNT_LEN), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("exchange", String(EXCHANGE_LEN), nullable=True),  # ccxt id
+    Column("chain", String(32), nullable=True),
+    Column("address", String(256), nullable=True),
+    Column("credentials", Text, nullable=True),  # Fernet token, never plaintext
+    Column("note", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("tenant_id", "name"),
+    CheckConstraint("kind IN ('exchange', 'wallet', 'manual')", name="kind"),
+    sqlite_with_rowid=False,
+)
+
+# The latest balance an account reported per asset (entered by hand or synced).
+account_balances = Table(
+    "account_balances",
+    metadata,
+    Column("tenant_id", String(TENANT_LEN), nullable=False),
+    Column("account", String(ACCOUNT_LEN), nullable=False),
+    Column("asset", String(ASSET_LEN), nullable=False),
+    Column("amount", Text, nullable=False),
+    Column("as_of", BigInteger, nullable=False),  # epoch ms the balance was true
+    Column("source", String(16), nullable=False),
+    PrimaryKeyConstraint("tenant_id", "account", "asset"),
+    ForeignKeyConstraint(["tenant_id", "account"], ["accounts.tenant_id", "accounts.name"]),
+    CheckConstraint("source IN ('manual', 'exchange', 'provider')", name="source"),
+    sqlite_with_rowid=False,
+)
+
+ledger_entries = Table(
+    "ledger_entries",
+    metadata,
+    Column("tenant_id", String(TENANT_LEN), nullable=False),
+    Column("seq", BigInteger, nullable=False),  # 1..n in append order
+    Column("entry_id", String(ENTRY_ID_LEN), nullable=False),
+    Column("ts", BigInteger, nullable=False),  # epoch ms, UTC
+    Column("kind", String(16), nullable=False),
+    Column("account", String(ACCOUNT_LEN), nullable=False),
+    Column("asset", String(ASSET_LEN), nullable=False),
+    Column("amount", Text, nullable=False),
+    Column("counter_asset", String(ASSET_LEN), nullable=True),
+    Column("counter_amount", Text, nullable=True),
+    Column("fee_asset", String(ASSET_LEN), nullable=True),
+    Column("fee_amount", Text, nullable=True),
+    Column("to_account", String(ACCOUNT_LEN), nullable=True),
+    Column("value", Text, nullable=True),
+    Column("lot_ids", Text, nullable=False),  # JSON [[entry id, amount], ...]
+    Column("note", Text, nullable=False),
+    Column("subkind", String(32), nullable=True),
+    Column("fee_value", Text, nullable=True),
+    Column("reverses", String(ENTRY_ID_LEN), nullable=True),
+    Column("external_id", String(ENTRY_ID_LEN), nullable=True),
+    Column("tags", Text, nullable=False),  # JSON [tag, ...]
+    Column("prev_hash", String(HASH_LEN), nullable=False),
+    Column("hash", String(HASH_LEN), nullable=False),
+    PrimaryKeyConstraint("tenant_id", "seq"),
+    UniqueConstraint("tenant_id", "entry_id"),
+    # NULLs are distinct on both databases: unique only where the exchange gave an id.
+    UniqueConstraint("tenant_id", "account", "external_id"),
+    ForeignKeyConstraint(["tenant_id", "account"], ["accounts.tenant_id", "accounts.name"]),
+    ForeignKeyConstraint(["tenant_id", "to_account"], ["accounts.tenant_id", "accounts.name"]),
+    Index(None, "tenant_id", "ts"),
+    Index(None, "tenant_id", "reverses"),
+)
+
+# Where each tenant's chain ends; updated in the transaction that appends, and
+# locked by it, so concurrent appends queue instead of forking the chain, and
+# deleting the newest entries shows as a truncation.
+ledger_heads = Table(
+    "ledger_heads",
+    metadata,
+    Column("tenant_id", String(TENANT_LEN), nullable=False),
+    Column("seq", BigInteger, nullable=False),  # 0: nothing appended yet
+    Column("hash", String(HASH_LEN), nullable=False),
+    PrimaryKeyConstraint("tenant_id"),
+    sqlite_with_rowid=False,
+)
+
+# Daily portfolio snapshots (``snapshot_store``): each (account, asset) position of a
+# tenant as valued at the close of a UTC day. Money is decimal text, as in the ledger;
+# a price that was missing leaves price, market_value and unrealized NULL.
+portfolio_snapshots = Table(
+    "portfolio_snapshots",
+    metadata,
+    Column("tenant_id", String(TENANT_LEN), nullable=False),
+    Column("day", String(10), nullable=False),  # YYYY-MM-DD, UTC
+    Column("account", String(ACCOUNT_LEN), nullable=False),
+    Column("asset", String(ASSET_LEN), nullable=False),
+    Column("amount", Text, nullable=False),
+    Column("cost_basis", Text, nullable=False),
+    Column("price", Text, nullable=True),
+    Column("market_value", Text, nullable=True),
+    Column("realized", Text, nullable=False),  # cumulative to the day's close
+    Column("unrealized", Text, nullable=True),
+    Column("created_at", BigInteger, nullable=False),  # epoch ms the row was written
+    # A tenant's days in order: the performance read is one range of this key.
+    PrimaryKeyConstraint("tenant_id", "day", "account", "asset"),
+    sqlite_with_rowid=False,
 )

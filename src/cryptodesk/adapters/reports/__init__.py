@@ -1,0 +1,1 @@
+"""Report files: tax reports (Form 8949 CSV, XLSX, PDF) and PnL reports."""
