@@ -112,8 +112,15 @@ def show(tenant: TenantOpt = "default", as_json: JsonOpt = False) -> None:
         )
     total = body["total"]
     assert isinstance(total, dict)
-    state = "" if total["complete"] else " (incomplete: some prices are missing)"
-    typer.echo(f"total market value {total['market_value']} {body['currency']}{state}")
+    if total["complete"]:
+        typer.echo(f"total market value {total['market_value']} {body['currency']}")
+    else:
+        missing = body["missing_prices"]
+        assert isinstance(missing, list)
+        typer.echo(
+            f"total market value unknown: {len(missing)} positions have no price "
+            f"(priced positions: {total['market_value']} {body['currency']})"
+        )
 
 
 @portfolio_app.command("sync")

@@ -54,7 +54,7 @@ def fail(message: str) -> NoReturn:
 
 def parse_options(
     *, method: str, currency: str, year: str | None, per_wallet: bool,
-    long_term_days: str, fmt: str,
+    long_term_days: str, fmt: str, par: str = "",
 ) -> TaxReportOptions:  # fmt: skip
     """The options as typed on the command line, checked (``DomainError`` naming the option)."""
     from cryptodesk.portfolio.tax_report import year_bounds
@@ -79,6 +79,10 @@ def parse_options(
             raise DomainError(f"--year: {exc}") from None
     if not re.fullmatch(r"[0-9]{1,5}", long_term_days.strip()) or int(long_term_days) < 1:
         raise DomainError(f"--long-term-days {long_term_days!r} is not a positive whole number")
+    par_assets = tuple(p.strip().upper() for p in par.split(",") if p.strip())
+    for asset in par_assets:
+        if not _CURRENCY.match(asset):
+            raise DomainError(f"--par {asset!r} is not an asset code such as USDT")
     return TaxReportOptions(
         method=method,
         currency=code,
@@ -86,6 +90,7 @@ def parse_options(
         per_wallet=per_wallet,
         long_term_days=int(long_term_days),
         format=fmt,
+        par=par_assets,
     )
 
 
@@ -111,6 +116,14 @@ FormatOpt = Annotated[str, _opt("--format", help=f"{'|'.join(FORMATS)}.")]
 OutputOpt = Annotated[
     Path | None, _opt("--output", help="File to write (default stdout; pdf/xlsx need it).")
 ]
+ParOpt = Annotated[
+    str,
+    _opt(
+        "--par",
+        help="Assets valued 1:1 with the currency where a trade has no value (e.g. USDT,USDC).",
+        metavar="ASSETS",
+    ),
+]
 TermOpt = Annotated[
     str, _opt("--long-term-days", help="Held more than this many days = long term.", metavar="N")
 ]
@@ -127,12 +140,13 @@ def report(
     fmt: FormatOpt = "json",
     output: OutputOpt = None,
     long_term_days: TermOpt = str(LONG_TERM_DAYS),
+    par: ParOpt = "",
 ) -> None:
     """Capital gains (one line per matched lot), income and holdings of a ledger."""
     try:
         options = parse_options(
             method=method, currency=currency, year=year, per_wallet=per_wallet,
-            long_term_days=long_term_days, fmt=fmt,
+            long_term_days=long_term_days, fmt=fmt, par=par,
         )  # fmt: skip
     except DomainError as exc:
         fail(str(exc))

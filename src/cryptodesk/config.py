@@ -246,6 +246,11 @@ class Settings(BaseSettings):
         "(`cryptodesk accounts keygen`); empty: no credentials can be stored.",
     )
     report_currency: str = Field("USD", description="Currency of cost basis, PnL and reports.")
+    par_assets: CommaList = Field(
+        [],
+        description="Assets valued 1:1 with REPORT_CURRENCY where a ledger entry gives no "
+        "value (e.g. USDT,USDC for USD); empty: such trades need their value.",
+    )
     cost_basis_method: Literal["fifo", "lifo", "hifo", "specific", "average", "uk"] = Field(
         "fifo", description="Default cost basis method of reports and valuation."
     )
@@ -388,6 +393,15 @@ class Settings(BaseSettings):
         if not re.fullmatch(r"[A-Z0-9]{2,16}", value.strip()):
             raise ValueError(f"{value!r} is not an asset code like USD or EUR")
         return value.strip()
+
+    @field_validator("par_assets", mode="before")
+    @classmethod
+    def _par_assets(cls, value: Any) -> Any:
+        items = [item.upper() for item in _split(value)]
+        bad = [item for item in items if not re.fullmatch(r"[A-Z0-9]{2,16}", item)]
+        if bad:
+            raise ValueError(f"{', '.join(bad)} is not an asset code like USDT")
+        return items
 
     @field_validator("pnl_report_time")
     @classmethod

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from cryptodesk.adapters.secrets import SecretBox
 from cryptodesk.adapters.sheets import SheetWriter
 from cryptodesk.config import Settings
 from cryptodesk.domain.timeutil import now_ms
+from cryptodesk.portfolio.cost_basis import compute
 from cryptodesk.services.ledger_service import LedgerService
 from cryptodesk.services.pnl_reports import PnlReports, previous_day
 from cryptodesk.services.portfolio_sync import SyncService
@@ -94,6 +96,7 @@ class Portfolio:
             self.ledger, self.valuation, self.sync, self.reports,
             currency=s.report_currency, method=s.cost_basis_method,
             per_wallet=s.cost_basis_per_wallet, long_term_days=s.long_term_days,
+            par=tuple(s.par_assets),
         )  # fmt: skip
 
     async def daily_report(
@@ -163,13 +166,15 @@ def build_portfolio(
     ledger = ledger_service(s, engine)
     live = LivePrices(cache, exchanges=s.exchanges, currency=s.report_currency)
     closes = ClosePrices(market_store, exchanges=s.exchanges, currency=s.report_currency)
+    cost_basis = partial(compute, par=tuple(s.par_assets))
     valuation = PortfolioValuation(
         ledger.entries, live, closes, SqlSnapshotStore(engine),
         currency=s.report_currency, method=s.cost_basis_method, long_term_days=s.long_term_days,
+        cost_basis=cost_basis,
     )  # fmt: skip
     reports = PnlReports(
         ledger.entries, closes, currency=s.report_currency, method=s.cost_basis_method,
-        long_term_days=s.long_term_days, tenants=ledger.tenants,
+        long_term_days=s.long_term_days, tenants=ledger.tenants, cost_basis=cost_basis,
     )  # fmt: skip
     sync = SyncService(ledger, account_clients(s))
     return Portfolio(s, ledger, sync, valuation, reports)

@@ -63,7 +63,9 @@ def test_portfolio_show_reports_missing_prices_instead_of_zero(ledger: Path) -> 
     assert body["total"]["complete"] is False
     table = runner.invoke(app, ["portfolio", "show", "--tenant", "acme"])
     assert "price missing" in table.stdout
-    assert "incomplete" in table.stdout
+    assert table.stdout.splitlines()[-1] == (
+        "total market value unknown: 3 positions have no price (priced positions: 0 USD)"
+    )
 
 
 def test_reconcile_exits_1_on_a_difference_and_0_when_all_match(ledger: Path) -> None:

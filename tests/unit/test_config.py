@@ -183,3 +183,22 @@ def test_coingecko_settings(monkeypatch):
     monkeypatch.setenv("CRYPTODESK_COINGECKO_BASE_URL", "ftp://x")
     with pytest.raises(SettingsError, match=r"^invalid setting CRYPTODESK_COINGECKO_BASE_URL: "):
         load_settings()
+
+
+def test_portfolio_settings_are_checked(monkeypatch):
+    monkeypatch.setenv("CRYPTODESK_PAR_ASSETS", "usdt, usdc")
+    monkeypatch.setenv("CRYPTODESK_PNL_REPORT_FORMATS", "csv,html")
+    settings = load_settings()
+    assert settings.par_assets == ["USDT", "USDC"]
+    assert settings.pnl_report_formats == ["csv", "html"]
+    assert settings.reports_dir == settings.data_dir / "reports"
+    for name, value, message in [
+        ("PAR_ASSETS", "US DT", "is not an asset code"),
+        ("PNL_REPORT_TIME", "25:00", "is not a UTC time HH:MM"),
+        ("PNL_REPORT_FORMATS", "pdf", "formats are csv, xlsx, html"),
+        ("REPORT_CURRENCY", "usd$", "is not an asset code"),
+    ]:
+        monkeypatch.setenv(f"CRYPTODESK_{name}", value)
+        with pytest.raises(SettingsError, match=message):
+            load_settings()
+        monkeypatch.delenv(f"CRYPTODESK_{name}")

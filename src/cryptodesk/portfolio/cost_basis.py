@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import gc
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from decimal import (
     ROUND_DOWN,
@@ -38,7 +38,7 @@ from typing import cast
 from cryptodesk.domain.errors import DomainError
 from cryptodesk.portfolio.ledger import LedgerEntry
 from cryptodesk.portfolio.lot_matching import Piece, Pool, QueuePool, new_pool
-from cryptodesk.portfolio.tax_events import LotIds, emit_events, to_events
+from cryptodesk.portfolio.tax_events import LotIds, emit_events, to_events, with_par_values
 from cryptodesk.portfolio.tax_lots import (
     LONG_TERM_DAYS,
     METHODS,
@@ -105,8 +105,13 @@ def compute(
     currency: str = "USD",
     per_wallet: bool = False,
     long_term_days: int = LONG_TERM_DAYS,
+    par: Collection[str] = (),
 ) -> CostBasisResult:
-    """Cost basis of ``entries`` (any order; reversals applied) by ``method``."""
+    """Cost basis of ``entries`` (any order; reversals applied) by ``method``.
+
+    ``par``: assets valued 1:1 with ``currency`` where an entry has no value
+    (``tax_events.with_par_values``); empty by default.
+    """
     if method not in METHODS:
         raise DomainError(f"method {method!r} is not one of {', '.join(METHODS)}", field="method")
     if long_term_days < 1:
@@ -118,6 +123,8 @@ def compute(
             "the uk method pools per person (HMRC): it cannot be applied per wallet",
             field="per_wallet",
         )
+    if par:
+        entries = with_par_values(entries, currency, par)
     with _gc_paused(), localcontext(_CONTEXT):
         # Only the result outlives _match: the lots are freed before the
         # collector runs again.

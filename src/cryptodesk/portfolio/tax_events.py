@@ -18,12 +18,14 @@ This is where the accounting conventions live, once, for every method:
 - ``income`` is an acquisition at fair value and is reported as income;
   ``spend`` and ``fee`` are disposals at ``value``.
 - Movements of the report currency itself are cash: no lots.
+- ``with_par_values`` (opt-in) values stablecoins 1:1 with the currency where
+  an entry gives no value.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from operator import attrgetter
 from typing import Protocol
@@ -366,3 +368,36 @@ def _fee(
     disposal = (f"{entry.id}:fee", entry.timestamp, entry.account, entry.fee_asset,
                 entry.fee_amount, value, kind, ())  # fmt: skip
     return value, disposal
+
+
+def with_par_values(
+    entries: Iterable[LedgerEntry], currency: str, par: Collection[str]
+) -> list[LedgerEntry]:
+    """Entries whose missing fair values come from ``par`` assets, valued 1:1 with
+    the currency (USDT and USDC for USD, when the user says so).
+
+    Only an explicit choice: a stablecoin is not the currency, and a report
+    in USD with trades against USDT otherwise asks for each trade's value. A
+    given ``value``/``fee_value`` always wins; the entries themselves (and
+    the hash chain) are not changed, only the copies the accounting reads.
+    """
+    chosen = frozenset(par) - {currency}
+    out = list(entries)
+    if not chosen:
+        return out
+    for i, e in enumerate(out):
+        value = e.value
+        if value is None and e.asset != currency:
+            if e.kind in ("buy", "sell") and e.counter_asset != currency:
+                if e.counter_asset in chosen:
+                    value = e.counter_amount
+                elif e.asset in chosen:
+                    value = e.amount
+            elif e.kind in ("deposit", "income", "spend", "fee") and e.asset in chosen:
+                value = e.amount
+        fee_value = e.fee_value
+        if fee_value is None and e.fee_asset in chosen:
+            fee_value = e.fee_amount
+        if value is not e.value or fee_value is not e.fee_value:
+            out[i] = replace(e, value=value, fee_value=fee_value)
+    return out

@@ -30,7 +30,7 @@ also reads the first 30 days of the next year.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -175,8 +175,11 @@ def tax_report_for(
     year: int | None = None,
     per_wallet: bool = False,
     long_term_days: int = LONG_TERM_DAYS,
+    par: Collection[str] = (),
 ) -> TaxReport:
     """Run the cost basis engine over ``entries`` and build the report of ``year``.
+
+    ``par``: assets valued 1:1 with ``currency`` where an entry gives no value.
 
     Corrections apply first (a reversal dated after the year still removes the
     entry it reverses: it says that entry never happened). Then only the
@@ -196,6 +199,7 @@ def tax_report_for(
         "currency": currency,
         "per_wallet": per_wallet,
         "long_term_days": long_term_days,
+        "par": tuple(par),
     }
     effective = effective_entries(list(entries))
     if end is None:

@@ -33,6 +33,8 @@ class TaxReportOptions:
     per_wallet: bool = False
     long_term_days: int = LONG_TERM_DAYS
     format: str = "json"
+    # Assets valued 1:1 with the currency where an entry has no value.
+    par: tuple[str, ...] = ()
 
 
 def render_tax_report(entries: Iterable[LedgerEntry], options: TaxReportOptions) -> str | bytes:
@@ -54,6 +56,7 @@ def render_tax_report(entries: Iterable[LedgerEntry], options: TaxReportOptions)
         year=options.year,
         per_wallet=options.per_wallet,
         long_term_days=options.long_term_days,
+        par=options.par,
     )
     if options.format == "json":
         return json.dumps(report, indent=2, ensure_ascii=False) + "\n"

@@ -79,6 +79,7 @@ def portfolio_router(
     method: str,
     per_wallet: bool,
     long_term_days: int = LONG_TERM_DAYS,
+    par: tuple[str, ...] = (),
 ) -> APIRouter:
     router = APIRouter(prefix="/api/v1", tags=["portfolio"], route_class=LedgerRoute)
 
@@ -160,7 +161,7 @@ def portfolio_router(
         options = TaxReportOptions(
             method=method_ or method, currency=currency_ or currency, year=year,
             per_wallet=per_wallet if per_wallet_ is None else per_wallet_,
-            long_term_days=long_term_days_ or long_term_days, format=format,
+            long_term_days=long_term_days_ or long_term_days, format=format, par=par,
         )  # fmt: skip
         entries = await ledger.entries(tenant)
         body = await asyncio.to_thread(render_tax_report, entries, options)
