@@ -61,6 +61,30 @@ def test_serves_candles_tickers_books_and_metrics(server_factory, tmp_path):
         markets = client.get("/api/v1/markets").json()
         assert {m["symbol"] for m in markets["markets"]} == set(SYMBOLS)
 
+        # The portfolio of a tenant's ledger, valued at the simulator's live tickers.
+        ledger = (
+            "id,timestamp,kind,account,asset,amount,counter_asset,counter_amount,fee_asset,"
+            "fee_amount,to_account,value,lot_ids,note\n"
+            "b1,2024-01-02T00:00:00Z,buy,main,BTC,0.5,USD,20000,,,,,,\n"
+            "b2,2024-01-03T00:00:00Z,buy,main,ETH,2,USD,4000,,,,,,\n"
+        )
+        tenant = {"X-Tenant": "acme"}
+        imported = client.post(
+            "/api/v1/ledger/import", content=ledger,
+            headers={**tenant, "content-type": "text/csv"},
+        )  # fmt: skip
+        assert imported.json() == {"added": 2, "skipped": 0}, imported.text
+        valued = client.get("/api/v1/portfolio", headers=tenant).json()
+        assert valued["total"]["complete"] is True, valued
+        assert valued["quotes"]["BTC"]["source"] == "ticker:sim:BTC/USDT"
+        btc = next(p for p in valued["positions"] if p["asset"] == "BTC")
+        price = float(valued["quotes"]["BTC"]["price"])
+        assert float(btc["market_value"]) == pytest.approx(0.5 * price)
+        assert client.get("/api/v1/ledger/verify", headers=tenant).json()["ok"] is True
+        tax = client.get("/api/v1/reports/tax", headers=tenant, params={"format": "csv"})
+        assert tax.status_code == 200
+        assert tax.text.splitlines()[0].startswith("Part,(a) Description of property")
+
         ready = client.get("/readyz")
         assert ready.status_code == 200, ready.text
         components = {c["name"]: c for c in ready.json()["components"]}
