@@ -4,6 +4,7 @@ HMRC states its examples in whole pounds; the engine keeps exact Decimal. Where
 the exact figure has pence, the test asserts it and names HMRC's rounded one.
 """
 
+from datetime import date, timedelta
 from decimal import Decimal
 
 from hypothesis import given, settings
@@ -13,7 +14,7 @@ from cryptodesk.domain.timeutil import parse_time
 from cryptodesk.portfolio.ledger import LedgerEntry
 from cryptodesk.portfolio.tax_events import Acquire, Dispose, Remove, to_events
 from cryptodesk.portfolio.tax_lots import CostBasisResult, Holding, MissingAcquisition, OpenLot
-from cryptodesk.portfolio.uk_pooling import match_uk
+from cryptodesk.portfolio.uk_pooling import match_uk, uk_day
 
 D = Decimal
 
@@ -219,9 +220,36 @@ def test_cg51560_day_30_is_inside_and_day_31_is_not():
     day31 = run([opening, sale, buy("c2", "2009-03-31", "3000", "18000")])
     assert rows(day31) == [("c1", "s104", 2000, 6000, 2000, 4000)]
     assert pool(day31) == (11000, 26000)
-    day30 = run([opening, sale, buy("c2", "2009-03-30T23:59:59Z", "3000", "18000")])
+    # The last second of 30 March in the UK: 22:59:59 UTC, summer time having begun
+    # on 29 March 2009. One second later it is 31 March in the UK (day 31): the pool.
+    day30 = run([opening, sale, buy("c2", "2009-03-30T22:59:59Z", "3000", "18000")])
     assert rows(day30) == [("c1", "bed-and-breakfast:c2", 2000, 6000, 12000, -6000)]
     assert pool(day30) == (11000, 16000)
+    uk_day31 = run([opening, sale, buy("c2", "2009-03-30T23:00:00Z", "3000", "18000")])
+    assert rows(uk_day31) == [("c1", "s104", 2000, 6000, 2000, 4000)]
+
+
+def test_uk_day_follows_british_summer_time():
+    """HMRC's day is the UK calendar day: from 01:00 UTC on the last Sunday of March to
+    01:00 UTC on the last Sunday of October, 23:00 UTC starts the next day."""
+
+    def day(text: str) -> str:
+        return str(date(1970, 1, 1) + timedelta(days=uk_day(parse_time(text))))
+
+    assert day("2024-07-01T22:59:59.999Z") == "2024-07-01"
+    assert day("2024-07-01T23:00:00Z") == "2024-07-02"  # midnight BST
+    assert day("2024-01-01T23:30:00Z") == "2024-01-01"  # GMT in winter
+    assert day("2024-03-30T23:30:00Z") == "2024-03-30"  # BST starts 31 March 01:00 UTC
+    assert day("2024-03-31T23:30:00Z") == "2024-04-01"
+    assert day("2024-10-26T23:30:00Z") == "2024-10-27"  # BST ends 27 October 01:00 UTC
+    assert day("2024-10-27T23:30:00Z") == "2024-10-27"
+    # A sale at 23:30 UTC in July and a purchase the next UTC morning are one UK day.
+    same = run([
+        buy("u0", "2024-01-05", "10", "1000"),
+        sell("u1", "2024-07-01T23:30:00Z", "1", "150"),
+        buy("u2", "2024-07-02T08:00:00Z", "1", "140"),
+    ])  # fmt: skip
+    assert [line.lot_id for line in same.disposals] == ["same-day"]
 
 
 def test_pool_average_cost_after_several_buys_and_partial_disposal():

@@ -14,8 +14,10 @@ is identified, in this order, with:
 
 Conventions of this engine:
 
-- A day is the UTC calendar day of the ledger's timestamps (HMRC's day is
-  the UK calendar day: an hour apart in British Summer Time).
+- A day is the UK calendar day (HMRC's): the UTC day, except that in British
+  Summer Time (from 01:00 UTC on the last Sunday of March to 01:00 UTC on the
+  last Sunday of October, the Summer Time Order 2002 rule) a trade from
+  23:00 UTC belongs to the next day (``uk_day``).
 - The pool belongs to the person, not to an account: ``Move`` changes
   nothing, a ``Remove`` (withdrawal) takes its quantity and a proportional
   share of cost out of the pool without a disposal line (more than the pool
@@ -41,7 +43,9 @@ Conventions of this engine:
 from __future__ import annotations
 
 from bisect import bisect_right
+from datetime import date, timedelta
 from decimal import Decimal
+from functools import lru_cache
 
 from cryptodesk.domain.interval import DAY_MS
 from cryptodesk.portfolio.tax_events import Acquire, Dispose, Event, Remove, TaxEvents
@@ -59,6 +63,7 @@ _ZERO = Decimal(0)
 # s106A(5): acquisitions "within the period of thirty days after" the disposal,
 # i.e. on the 1st to the 30th day after it.
 BED_AND_BREAKFAST_DAYS = 30
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 POOL_ACCOUNT = ""  # the pool is per person: its open lot names no account
 
 
@@ -209,13 +214,12 @@ def _index(events: list[Event]) -> tuple[dict[str, _Token], list[Dispose | Remov
     """
     tokens: dict[str, _Token] = {}
     work: list[Dispose | Remove] = []
-    day_ms = DAY_MS
     for event in events:
         if isinstance(event, Acquire):
             token = tokens.get(event.asset)
             if token is None:
                 token = tokens[event.asset] = _Token()
-            day = event.timestamp // day_ms
+            day = uk_day(event.timestamp)
             acquired = token.by_day.get(day)
             if acquired is None:
                 token.by_day[day] = _AcquiredDay(
@@ -232,7 +236,7 @@ def _index(events: list[Event]) -> tuple[dict[str, _Token], list[Dispose | Remov
             if token is None:
                 token = tokens[event.asset] = _Token()
             if isinstance(event, Dispose):
-                day = event.timestamp // day_ms
+                day = uk_day(event.timestamp)
                 token.sold[day] = token.sold.get(day, _ZERO) + event.amount
     for token in tokens.values():
         by_day = token.by_day
@@ -246,6 +250,27 @@ def _index(events: list[Event]) -> tuple[dict[str, _Token], list[Dispose | Remov
     return tokens, work
 
 
+def _last_sunday_0100_utc(year: int, month: int) -> int:
+    """Epoch ms of 01:00 UTC on the last Sunday of ``month`` (March or October)."""
+    last = date(year, month, 31)
+    sunday = last - timedelta(days=(last.weekday() + 1) % 7)
+    return (sunday.toordinal() - _EPOCH_ORDINAL) * DAY_MS + 3_600_000
+
+
+@lru_cache(maxsize=256)
+def _summer_time(year: int) -> tuple[int, int]:
+    return _last_sunday_0100_utc(year, 3), _last_sunday_0100_utc(year, 10)
+
+
+def uk_day(ts: int) -> int:
+    """The UK calendar day of ``ts`` (days since 1970-01-01): an hour ahead of UTC
+    in British Summer Time."""
+    utc_day = ts // DAY_MS
+    year = date.fromordinal(_EPOCH_ORDINAL + utc_day).year
+    start, end = _summer_time(year)
+    return (ts + 3_600_000) // DAY_MS if start <= ts < end else utc_day
+
+
 def match_uk(events: TaxEvents, *, currency: str, long_term_days: int = 365) -> CostBasisResult:
     """Apply the UK matching rules to every disposal; the pool per token is what remains."""
     ordered = sorted(events.events, key=lambda e: e.timestamp)
@@ -257,7 +282,7 @@ def match_uk(events: TaxEvents, *, currency: str, long_term_days: int = 365) -> 
     missing = result.missing_acquisitions
     for event in work:
         token = tokens[event.asset]
-        day = event.timestamp // DAY_MS
+        day = uk_day(event.timestamp)
         if type(event) is Dispose:
             if token.planned != day:
                 token.make_plan(day)
