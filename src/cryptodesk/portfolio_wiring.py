@@ -6,6 +6,8 @@ CLI commands that work on the stored ledger, so both run the same objects.
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 from dataclasses import dataclass
 from datetime import date
 from functools import partial
@@ -25,7 +27,7 @@ from cryptodesk.domain.timeutil import now_ms
 from cryptodesk.portfolio.cost_basis import compute
 from cryptodesk.services.ledger_service import LedgerService
 from cryptodesk.services.pnl_reports import PnlReports, previous_day
-from cryptodesk.services.portfolio_sync import SyncService
+from cryptodesk.services.portfolio_sync import SyncResult, SyncService
 from cryptodesk.services.portfolio_valuation import ClosePrices, LivePrices, PortfolioValuation
 from cryptodesk.services.scheduled_jobs import ScheduledJob
 from cryptodesk.wiring import StartupError
@@ -33,6 +35,7 @@ from cryptodesk.wiring import StartupError
 log = structlog.get_logger(__name__)
 PNL_JOB = "pnl-report:daily"
 SYNC_JOB = "portfolio-sync:accounts"
+CCXT_ACCOUNT_MODULE = "cryptodesk.adapters.exchanges.ccxt_account"
 
 
 def portfolio_job_ids(settings: Settings) -> list[str]:
@@ -58,11 +61,11 @@ def account_clients(settings: Settings) -> Any:
     """
 
     def make(exchange: str, credentials: Any, account: str) -> Any:
-        from cryptodesk.adapters.exchanges.ccxt_account import CcxtAccountClient
+        client_class = importlib.import_module(CCXT_ACCOUNT_MODULE).CcxtAccountClient
 
         config = settings.exchange_config.get(exchange)
         http_url = config.http_url if config is not None and config.http_url else None
-        return CcxtAccountClient(exchange, credentials, account=account, http_url=http_url)
+        return client_class(exchange, credentials, account=account, http_url=http_url)
 
     return make
 
@@ -78,6 +81,15 @@ def sheets_writer(settings: Settings) -> SheetWriter | None:
         )
     except Exception as exc:  # unreadable or malformed service account file
         raise StartupError(f"CRYPTODESK_SHEETS_CREDENTIALS_FILE: {exc}") from None
+
+
+class _Sync(SyncService):
+    """The sync, loading the ccxt client module in a worker thread on first use:
+    importing ccxt takes seconds, which would stall every request on the loop."""
+
+    async def sync_account(self, tenant: str, account_name: str) -> SyncResult:
+        await asyncio.to_thread(importlib.import_module, CCXT_ACCOUNT_MODULE)
+        return await super().sync_account(tenant, account_name)
 
 
 @dataclass
@@ -176,5 +188,5 @@ def build_portfolio(
         ledger.entries, closes, currency=s.report_currency, method=s.cost_basis_method,
         long_term_days=s.long_term_days, tenants=ledger.tenants, cost_basis=cost_basis,
     )  # fmt: skip
-    sync = SyncService(ledger, account_clients(s))
+    sync = _Sync(ledger, account_clients(s))
     return Portfolio(s, ledger, sync, valuation, reports)

@@ -210,3 +210,22 @@ async def test_scheduled_jobs_report_yesterday_for_every_tenant_and_sync_account
     ]  # fmt: skip
     # Only exchange accounts with credentials are synced; this tenant has none.
     assert await jobs[SYNC_JOB].work() == {}
+
+
+async def test_account_clients_use_the_configured_exchange_host(tmp_path: Path) -> None:
+    from cryptodesk.adapters.exchanges.ccxt_account import CcxtAccountClient
+    from cryptodesk.portfolio.accounts import ExchangeCredentials
+    from cryptodesk.portfolio_wiring import account_clients
+
+    settings = load_settings(
+        data_dir=tmp_path,
+        exchange_config={"binance": {"http_url": "http://127.0.0.1:9"}},
+    )
+    make = account_clients(settings)
+    client = make("binance", ExchangeCredentials("k", "s"), "main")
+    try:
+        assert isinstance(client, CcxtAccountClient)
+        urls = client._exchange.urls["api"]
+        assert urls["public"].startswith("http://127.0.0.1:9/")
+    finally:
+        await client.close()
