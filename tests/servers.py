@@ -71,6 +71,11 @@ class Servers:
     # Redis with an fsync-always append-only file: survives a restart, as a
     # production bus must. The shared test server keeps nothing on disk.
     redis_durable: bool = False
+    # PostgreSQL that flushes what it writes, for tests that stop it with
+    # ``immediate`` (a crash): without fsync and full page writes, such a stop
+    # has left tuples stamped with transaction ids the recovered server no
+    # longer knows ("transaction ID ... is in the future").
+    postgres_durable: bool = False
     started: list[str] = field(default_factory=list)
 
     @property
@@ -125,9 +130,14 @@ def resume_postgres(servers: Servers) -> None:
     """Start the cluster of ``servers`` (again) on its port."""
     root = Path(servers.root) / "pg"
     as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    fast = (
+        ""
+        if servers.postgres_durable
+        else ("-c fsync=off -c synchronous_commit=off -c full_page_writes=off ")
+    )
     opts = (
-        f"-p {servers.postgres_port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
-        "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        f"-p {servers.postgres_port} -k {root} -c listen_addresses=127.0.0.1 {fast}"
+        "-c max_connections=200"
     )
     _run([*as_pg, pg_bin("pg_ctl"), "-D", f"{root}/data", "-l", f"{root}/log", "-w", "start",
           "-o", opts])  # fmt: skip

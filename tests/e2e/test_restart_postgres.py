@@ -48,7 +48,7 @@ SETTINGS = {**TIMELINE, "CRYPTODESK_SIM_SPEED": "150"}
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[Servers]:
     """A PostgreSQL of this test's own, which it may stop and resume."""
-    servers = Servers(root=tempfile.mkdtemp(prefix="cryptodesk-pg-restart-"))
+    servers = Servers(root=tempfile.mkdtemp(prefix="cryptodesk-pg-restart-"), postgres_durable=True)
     os.chmod(servers.root, 0o755)
     try:
         STARTERS["postgres"](servers)
