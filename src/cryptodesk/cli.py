@@ -120,6 +120,7 @@ from cryptodesk.cli_ledger import register as register_ledger  # noqa: E402
 from cryptodesk.cli_optimize import register as register_optimize  # noqa: E402
 from cryptodesk.cli_portfolio import register as register_portfolio  # noqa: E402
 from cryptodesk.cli_tax import register as register_tax  # noqa: E402
+from cryptodesk.cli_users import register as register_users  # noqa: E402
 
 register_files(app)
 register_exchanges(app)
@@ -128,6 +129,7 @@ register_optimize(app)
 register_analytics(app)
 register_ledger(app)
 register_tax(app)
+register_users(app)
 register_portfolio(app)
 
 

@@ -63,7 +63,7 @@ def fail(message: str) -> NoReturn:
 
 
 def _tenant(text: str) -> str:
-    from cryptodesk.portfolio.accounts import check_tenant
+    from cryptodesk.domain.auth import check_tenant
 
     try:
         return check_tenant(text)

@@ -28,6 +28,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from cryptodesk.config_api import ApiSettings
 from cryptodesk.domain.errors import DomainError
 from cryptodesk.domain.interval import Interval, parse_intervals
 from cryptodesk.domain.symbol import Symbol
@@ -95,7 +96,7 @@ class ExchangeConfig(BaseModel):
         return {key: value for key, value in out.items() if value} or None
 
 
-class Settings(BaseSettings):
+class Settings(ApiSettings):
     """Effective configuration; see docs/configuration.md for every field."""
 
     model_config = SettingsConfigDict(

@@ -36,9 +36,12 @@ from cryptodesk.adapters.db.signal_store import SqlSignalStore
 from cryptodesk.adapters.db.sql_store import SqlMarketStore
 from cryptodesk.adapters.exchanges.base import MarketDataSource, UnknownExchangeError
 from cryptodesk.api.app import AppSwitch, create_app, create_health_app
+from cryptodesk.api.graphql import graphql_router
 from cryptodesk.api.routes.backtests import backtests_router
 from cryptodesk.api.routes.ledger import ledger_router
 from cryptodesk.api.routes.signals import signals_router
+from cryptodesk.api.security import AUTHENTICATED
+from cryptodesk.api_wiring import api_security, bootstrap_admin
 from cryptodesk.config import Settings, mask_url
 from cryptodesk.domain.backoff import backoff_delays
 from cryptodesk.domain.interval import Interval
@@ -363,6 +366,9 @@ class Runtime:
                 # The ledger is written on the primary; past closes read the replica.
                 api_portfolio = build_portfolio(s, store.engine, cache, reads)
                 closing.insert(0, api_portfolio.close)
+                security = api_security(s, store.engine)
+                closing.insert(0, security.close)
+                await bootstrap_admin(security.auth.service, s.bootstrap_admin_email)
                 gate.app = create_app(
                     queries, self.metrics, health, version=__version__,
                     jobs=lambda: list_jobs(job_runs, s.exchanges, portfolio_job_ids(s)),
@@ -370,7 +376,11 @@ class Runtime:
                     routers=[
                         backtests_router(backtest_jobs), signals_router(signal_queries),
                         ledger_router(api_portfolio.ledger), api_portfolio.router(),
+                        graphql_router(api_portfolio.ledger, api_portfolio.valuation,
+                                       signal_queries, AUTHENTICATED),
                     ],
+                    auth=security.auth, rate_limiter=security.limiter, rate_tiers=security.tiers,
+                    trusted_proxies=s.trusted_proxies,
                 )  # fmt: skip
                 if server is None:
                     server = start_http()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import signal
 import socket
 import sqlite3
 
+import httpx
 import pytest
 
 from tests.e2e.conftest import base_env, free_port, run_cli, wait_for
@@ -22,6 +24,12 @@ def closed_candles(client, symbol: str, interval: str = "1m") -> list[dict]:
     )
     assert r.status_code == 200, r.text
     return r.json()["candles"]
+
+
+def login(client: httpx.Client, email: str, password: str) -> dict[str, str]:
+    r = client.post("/api/v1/auth/login", json={"email": email, "password": password})
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['access_token']}"}
 
 
 def test_serves_candles_tickers_books_and_metrics(server_factory, tmp_path):
@@ -68,7 +76,19 @@ def test_serves_candles_tickers_books_and_metrics(server_factory, tmp_path):
             "b1,2024-01-02T00:00:00Z,buy,main,BTC,0.5,USD,20000,,,,,,\n"
             "b2,2024-01-03T00:00:00Z,buy,main,ETH,2,USD,4000,,,,,,\n"
         )
-        tenant = {"X-Tenant": "acme"}
+        # First run printed a one-time admin password; the admin adds a user of acme.
+        found = re.search(r"one-time password (\S+) ", server.logs())
+        assert found is not None, server.logs()
+        admin = login(client, "admin@cryptodesk.local", found.group(1))
+        made = client.post("/api/v1/users", headers=admin, json={
+            "email": "pm@acme.test", "password": "a-long-password", "role": "manager"})  # fmt: skip
+        assert made.status_code == 201, made.text
+        assert client.post("/api/v1/ledger/import", content="x").status_code == 401
+        # pm@acme.test belongs to tenant default (the admin's); acme gets its own via the CLI.
+        user = ["--email", "ana@acme.test", "--role", "manager", "--password", "another-long-one"]
+        created = run_cli("user", "create", "--tenant", "acme", *user, env=server.env)
+        assert created.returncode == 0, created.stderr
+        tenant = login(client, "ana@acme.test", "another-long-one")
         imported = client.post(
             "/api/v1/ledger/import", content=ledger,
             headers={**tenant, "content-type": "text/csv"},

@@ -17,11 +17,13 @@ from cryptodesk.adapters.cache.base import Cache, Subscription
 from cryptodesk.adapters.db.base import MarketStore
 from cryptodesk.api.app import create_app
 from cryptodesk.domain import codec
+from cryptodesk.domain.auth import Role
 from cryptodesk.domain.market import Candle, Trade
 from cryptodesk.observability.health import HealthRegistry
 from cryptodesk.observability.metrics import Metrics
 from cryptodesk.services import cache_keys
 from cryptodesk.services.market_queries import MarketQueries
+from tests.unit._auth import fresh_logins
 
 T0 = 1_714_521_600_000  # 2024-05-01T00:00:00Z
 MINUTE = 60_000
@@ -217,10 +219,20 @@ class Harness:
             exchanges=["sim", "kraken"], symbols=["BTC/USDT", "ETH/USDT"],
             intervals=["1m", "1h"], cache_recent_candles=self.recent,
         )  # fmt: skip
+        self.logins = fresh_logins()
         self.app: FastAPI = create_app(
-            self.queries, self.metrics, self.health, version="9.9.9", readiness_timeout=0.05
-        )
+            self.queries, self.metrics, self.health, version="9.9.9", readiness_timeout=0.05,
+            auth=self.logins.auth,
+        )  # fmt: skip
 
-    def client(self) -> httpx.AsyncClient:
+    def client(self, tenant: str = "default", role: Role = "admin") -> httpx.AsyncClient:
+        """A client logged in as ``role`` of ``tenant``."""
+        transport = httpx.ASGITransport(app=self.app, raise_app_exceptions=False)
+        return httpx.AsyncClient(
+            transport=transport, base_url="http://testserver",
+            auth=self.logins.bearer(tenant, role),
+        )  # fmt: skip
+
+    def anonymous(self) -> httpx.AsyncClient:
         transport = httpx.ASGITransport(app=self.app, raise_app_exceptions=False)
         return httpx.AsyncClient(transport=transport, base_url="http://testserver")

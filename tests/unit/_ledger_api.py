@@ -17,7 +17,9 @@ from cryptodesk.adapters.db.engine import create_engine
 from cryptodesk.adapters.secrets import SecretBox
 from cryptodesk.api.app import create_app
 from cryptodesk.api.routes.ledger import ledger_router
+from cryptodesk.domain.auth import Role
 from cryptodesk.services.ledger_service import LedgerService
+from tests.unit._auth import Logins, auth_service
 from tests.unit._fakes import Harness
 
 PROBLEM = "application/problem+json"
@@ -38,11 +40,18 @@ class Env:
     app: FastAPI
     db: Path
     service: LedgerService
+    logins: Logins
 
-    def client(self, tenant: str | None = None) -> httpx.AsyncClient:
+    def client(self, tenant: str = "default", role: Role = "admin") -> httpx.AsyncClient:
+        """A client logged in as ``role`` of ``tenant``."""
         transport = httpx.ASGITransport(app=self.app, raise_app_exceptions=False)
-        headers = {} if tenant is None else {"X-Tenant": tenant}
-        return httpx.AsyncClient(transport=transport, base_url="http://t", headers=headers)
+        return httpx.AsyncClient(
+            transport=transport, base_url="http://t", auth=self.logins.bearer(tenant, role)
+        )
+
+    def anonymous(self) -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=self.app, raise_app_exceptions=False)
+        return httpx.AsyncClient(transport=transport, base_url="http://t")
 
 
 def migrated_template(directory: Path) -> Path:
@@ -60,8 +69,9 @@ async def open_env(tmp_path: Path, template: Path, *, key: str | None) -> AsyncI
     service = LedgerService(engine, None if key is None else SecretBox(key), clock=lambda: NOW)
     h = Harness()
     router = ledger_router(service, max_import_bytes=4096, clock=lambda: NOW)
-    app = create_app(h.queries, h.metrics, h.health, routers=[router])
-    yield Env(app, db, service)
+    logins = Logins(auth_service(engine))
+    app = create_app(h.queries, h.metrics, h.health, routers=[router], auth=logins.auth)
+    yield Env(app, db, service, logins)
     await service.close()
     await engine.dispose()
 

@@ -9,6 +9,7 @@ from cryptodesk.api.problems import PROBLEM_MEDIA_TYPE, install_problem_handlers
 from cryptodesk.api.routes.admin import admin_router
 from cryptodesk.domain.jobs import JobStatus
 from cryptodesk.services.market_queries import Unavailable
+from tests.unit._auth import fresh_logins
 
 T0 = 1_704_067_200_000
 
@@ -26,8 +27,11 @@ def app_with(statuses: list[JobStatus] | Exception) -> FastAPI:
 
 
 async def get(app: FastAPI) -> httpx.Response:
+    logins = fresh_logins()
+    app.state.auth = logins.auth
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+    auth = logins.bearer("default", "admin")
+    async with httpx.AsyncClient(transport=transport, base_url="http://test", auth=auth) as client:
         return await client.get("/api/v1/admin/jobs")
 
 

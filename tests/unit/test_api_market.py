@@ -37,8 +37,9 @@ class Clocked(Harness):
             status=self.status, stale_after=STALE_AFTER, clock=lambda: self.now,
         )  # fmt: skip
         self.app = create_app(
-            self.queries, self.metrics, self.health, version="9.9.9", readiness_timeout=0.05
-        )
+            self.queries, self.metrics, self.health, version="9.9.9", readiness_timeout=0.05,
+            auth=self.logins.auth,
+        )  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ from cryptodesk.domain import codec
 from cryptodesk.domain.market import Candle, Ticker
 from cryptodesk.portfolio_wiring import Portfolio, build_portfolio
 from cryptodesk.services import cache_keys
+from tests.unit._auth import Logins, auth_service
 from tests.unit._fakes import Harness
 from tests.unit._ledger_api import CSV, import_csv, migrated_template, problem
 
@@ -40,13 +41,15 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 class Env:
-    def __init__(self, app: object, portfolio: Portfolio, cache: MemoryCache) -> None:
-        self.app, self.portfolio, self.cache = app, portfolio, cache
+    def __init__(
+        self, app: object, portfolio: Portfolio, cache: MemoryCache, logins: Logins
+    ) -> None:
+        self.app, self.portfolio, self.cache, self.logins = app, portfolio, cache, logins
 
     def client(self, tenant: str = "acme") -> httpx.AsyncClient:
         transport = httpx.ASGITransport(app=self.app, raise_app_exceptions=False)  # type: ignore[arg-type]
         return httpx.AsyncClient(
-            transport=transport, base_url="http://t", headers={"X-Tenant": tenant}
+            transport=transport, base_url="http://t", auth=self.logins.bearer(tenant, "admin")
         )
 
 
@@ -61,11 +64,12 @@ async def env(tmp_path: Path, template: Path) -> AsyncIterator[Env]:
     cache = MemoryCache()
     portfolio = build_portfolio(settings, store.engine, cache, store)
     h = Harness()
+    logins = Logins(auth_service(store.engine))
     app = create_app(
         h.queries, h.metrics, h.health,
-        routers=[ledger_router(portfolio.ledger), portfolio.router()],
+        routers=[ledger_router(portfolio.ledger), portfolio.router()], auth=logins.auth,
     )  # fmt: skip
-    yield Env(app, portfolio, cache)
+    yield Env(app, portfolio, cache, logins)
     await portfolio.close()
     await store.close()
 

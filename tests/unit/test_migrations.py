@@ -44,6 +44,7 @@ def test_upgrade_creates_tables_and_indexes(db: Path) -> None:
         "alembic_version", "trades", "candles", "job_runs",
         "signals", "signal_progress", "signal_rules",
         "accounts", "account_balances", "ledger_entries", "ledger_heads", "portfolio_snapshots",
+        "tenants", "users", "refresh_tokens", "api_keys", "audit_log", "audit_head",
     }  # fmt: skip
     assert found["index"] == {
         "ix_trades_exchange_ts_trade_id_symbol",
@@ -52,6 +53,11 @@ def test_upgrade_creates_tables_and_indexes(db: Path) -> None:
         "ix_signals_open_time",
         "ix_ledger_entries_tenant_id_ts",
         "ix_ledger_entries_tenant_id_reverses",
+        "ix_users_tenant_id",
+        "ix_refresh_tokens_user_id",
+        "ix_refresh_tokens_family_id",
+        "ix_api_keys_tenant_id",
+        "ix_audit_log_tenant_id_seq",
     }
 
 
@@ -59,7 +65,7 @@ def test_current_reports_head(db: Path) -> None:
     assert migrate.current(url(db)) is None
     assert not db.exists()  # asking does not create the database
     migrate.upgrade(url(db))
-    assert migrate.current(url(db)) == migrate.head() == "0005"
+    assert migrate.current(url(db)) == migrate.head() == "0006"
 
 
 def test_upgrade_twice_is_a_no_op(db: Path) -> None:

@@ -16,15 +16,19 @@ from fastapi.openapi.utils import get_openapi
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cryptodesk.adapters.ratelimit.base import RateLimiter
 from cryptodesk.api.problems import (
     PROBLEM_MEDIA_TYPE,
     install_problem_handlers,
     internal_error,
     problem,
 )
+from cryptodesk.api.ratelimit import RateLimitMiddleware, RateTiers, install_rate_limit_handler
 from cryptodesk.api.routes.admin import admin_router
+from cryptodesk.api.routes.auth import auth_router
 from cryptodesk.api.routes.health import health_router
 from cryptodesk.api.routes.market import market_router
+from cryptodesk.api.security import Auth, annotate_permissions
 from cryptodesk.domain.jobs import JobStatus
 from cryptodesk.observability.health import HealthRegistry
 from cryptodesk.observability.metrics import Metrics
@@ -47,9 +51,14 @@ def create_app(
     jobs: Callable[[], Awaitable[list[JobStatus]]] | None = None,
     reference_prices: APIRouter | None = None,
     routers: Sequence[APIRouter] = (),
+    auth: Auth | None = None,
+    rate_limiter: RateLimiter | None = None,
+    rate_tiers: RateTiers | None = None,
+    trusted_proxies: str = "",
 ) -> FastAPI:
     """The API; ``jobs`` lists the scheduled jobs (``GET /api/v1/admin/jobs``),
-    ``reference_prices`` serves cached CoinGecko prices when assets are configured."""
+    ``reference_prices`` serves cached CoinGecko prices when assets are configured,
+    ``auth`` authenticates callers (without it only public routes answer)."""
     app = FastAPI(
         title=title,
         version=version,
@@ -58,6 +67,9 @@ def create_app(
             "times ISO 8601 UTC; errors are RFC 9457 application/problem+json."
         ),
     )
+    app.state.auth = auth
+    if auth is not None:
+        app.include_router(auth_router(auth.service, login_charge=auth.login_charge))
     app.include_router(health_router(health, metrics, check_timeout=readiness_timeout))
     app.include_router(market_router(queries))
     if jobs is not None:
@@ -67,6 +79,12 @@ def create_app(
     for router in routers:  # analytics: backtests, signals
         app.include_router(router)
     install_problem_handlers(app)
+    install_rate_limit_handler(app)
+    if rate_limiter is not None and rate_tiers is not None:
+        app.add_middleware(
+            RateLimitMiddleware, limiter=rate_limiter, tiers=rate_tiers,
+            trusted_proxies=trusted_proxies,
+        )  # fmt: skip
     app.add_middleware(
         RequestMetricsMiddleware,
         metrics=metrics,
@@ -125,10 +143,16 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         tags=app.openapi_tags,
     )
     problem_ref = "#/components/schemas/Problem"
+    annotate_permissions(app, doc, problem_ref)
     for path in doc.get("paths", {}).values():
         for operation in path.values():
             responses = operation.get("responses", {})
-            responses.pop("422", None)
+            default_422 = responses.get("422", {}).get("content", {}).get("application/json", {})
+            if default_422.get("schema", {}).get("$ref", "").endswith("/HTTPValidationError"):
+                if "requestBody" in operation:  # a body that does not fit its model
+                    responses["422"] = _problem_response(problem_ref, "Invalid request body.")
+                else:  # parameter errors are 400
+                    responses.pop("422")
             for response in responses.values():
                 content = response.get("content", {})
                 body = content.get("application/json")
@@ -139,6 +163,10 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         schemas.pop(unused, None)
     app.openapi_schema = doc
     return doc
+
+
+def _problem_response(ref: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": ref}}}}
 
 
 DEGRADED_HEADER = b"cryptodesk-degraded"

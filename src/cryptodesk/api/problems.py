@@ -11,11 +11,20 @@ are stable identifiers clients may branch on (they need not resolve):
 ``https://cryptodesk.dev/problems/unknown-interval``        400   interval not built by this server
 ``https://cryptodesk.dev/problems/invalid-cursor``          400   cursor not issued by this server,
                                                                   or issued for another query
+``https://cryptodesk.dev/problems/invalid-body``            422   a JSON body field is missing,
+                                                                  unknown or of the wrong type
+``https://cryptodesk.dev/problems/unauthorized``            401   credentials missing, malformed,
+                                                                  expired, tampered or revoked
+``https://cryptodesk.dev/problems/forbidden``               403   role or key scopes lack the
+                                                                  permission the route needs
+``https://cryptodesk.dev/problems/conflict``                409   name or e-mail taken already
 ``https://cryptodesk.dev/problems/unknown-exchange``        404   exchange not served here
 ``https://cryptodesk.dev/problems/unknown-symbol``          404   symbol not served here
 ``https://cryptodesk.dev/problems/no-data``                 404   known market, nothing received yet
 ``https://cryptodesk.dev/problems/not-found``               404   no such route
 ``https://cryptodesk.dev/problems/method-not-allowed``      405   route exists, method does not
+``https://cryptodesk.dev/problems/payload-too-large``       413   the request body is over the size
+                                                                  limit (``errors`` names ``body``)
 ``https://cryptodesk.dev/problems/internal-error``          500   a bug; details are in the log only
 ``https://cryptodesk.dev/problems/service-unavailable``     503   a backend (cache, db) is down
 ==========================================================  ======
@@ -37,6 +46,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from cryptodesk.domain.auth import AuthenticationError, PermissionDenied
 from cryptodesk.domain.errors import DomainError
 from cryptodesk.services.market_queries import NotFound, QueryError, Unavailable
 
@@ -49,11 +59,15 @@ TITLES: dict[str, str] = {
     "invalid-parameter": "Invalid parameter",
     "unknown-interval": "Unknown interval",
     "invalid-cursor": "Invalid cursor",
+    "invalid-body": "Invalid request body",
+    "unauthorized": "Unauthorized",
+    "forbidden": "Forbidden",
     "unknown-exchange": "Unknown exchange",
     "unknown-symbol": "Unknown symbol",
     "no-data": "No data yet",
     "not-found": "Not found",
     "method-not-allowed": "Method not allowed",
+    "payload-too-large": "Payload too large",
     "internal-error": "Internal server error",
     "service-unavailable": "Service unavailable",
 }
@@ -100,6 +114,8 @@ def internal_error(request_path: str) -> ProblemResponse:
 
 
 def _status_of(exc: QueryError) -> int:
+    if exc.code == "conflict":
+        return 409
     if isinstance(exc, NotFound):
         return 404
     if isinstance(exc, Unavailable):
@@ -121,15 +137,33 @@ async def _on_no_data(request: Request, exc: Exception) -> Response:
 
 
 async def _on_validation(request: Request, exc: Exception) -> Response:
+    """Query, path and header errors: 400; a JSON body that does not fit its model: 422."""
     assert isinstance(exc, RequestValidationError)
     errors = []
+    in_body = False
     for err in exc.errors():
-        loc = [str(part) for part in err.get("loc", ()) if part not in ("query", "path", "body")]
+        where = err.get("loc", ())
+        in_body = in_body or (bool(where) and where[0] == "body")
+        loc = [str(part) for part in where if part not in ("query", "path", "body", "header")]
         errors.append({"name": ".".join(loc) or "request", "reason": str(err.get("msg", ""))})
     names = ", ".join(sorted({e["name"] for e in errors}))
+    if in_body:
+        return problem(
+            request.url.path, "invalid-body", 422, f"invalid field: {names}", errors=errors
+        )
     return problem(
         request.url.path, "invalid-parameter", 400, f"invalid parameter: {names}", errors=errors
     )
+
+
+async def _on_unauthenticated(request: Request, exc: Exception) -> Response:
+    return problem(request.url.path, "unauthorized", 401, str(exc),
+                   headers={"WWW-Authenticate": 'Bearer realm="cryptodesk"'})  # fmt: skip
+
+
+async def _on_forbidden(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, PermissionDenied)
+    return problem(request.url.path, "forbidden", 403, str(exc))
 
 
 async def _on_http(request: Request, exc: Exception) -> Response:
@@ -150,5 +184,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     """Map every error the framework or the services raise to problem+json."""
     app.add_exception_handler(DomainError, _on_query_error)
     app.add_exception_handler(NoData, _on_no_data)
+    app.add_exception_handler(AuthenticationError, _on_unauthenticated)
+    app.add_exception_handler(PermissionDenied, _on_forbidden)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)

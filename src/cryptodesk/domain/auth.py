@@ -10,7 +10,8 @@ and, for an API key, when the key's scopes include it too.
 - ``admin`` also manages users, reads the audit log and the scheduled jobs.
 
 ``public`` is the permission of what anyone may read without credentials
-(health probes; market data while ``CRYPTODESK_PUBLIC_MARKET_DATA`` is on).
+(health probes; market data while ``CRYPTODESK_PUBLIC_MARKET_DATA`` is on);
+``profile:read`` (one's own identity, sessions) belongs to every role.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ ROLES: Final[tuple[Role, ...]] = get_args(Role)
 
 Permission = Literal[
     "public",
+    "profile:read",
     "market:read",
     "signals:read",
     "signals:write",
@@ -51,6 +53,7 @@ PERMISSIONS: Final[tuple[Permission, ...]] = get_args(Permission)
 _VIEWER: frozenset[Permission] = frozenset(
     {
         "public",
+        "profile:read",
         "market:read",
         "signals:read",
         "backtests:read",
@@ -82,15 +85,12 @@ ROLE_PERMISSIONS: Final[dict[Role, frozenset[Permission]]] = {
 TENANT_PATTERN: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
-def check_tenant(text: str, *, field: str = "tenant") -> str:
-    """``text`` when it is a valid tenant id, else ``DomainError`` naming ``field``."""
-    if not TENANT_PATTERN.fullmatch(text):
-        raise DomainError(
-            f"{field} {text[:80]!r} is not a tenant id: 1-63 characters of a-z, 0-9, _ and -, "
-            "starting with a letter or digit",
-            field=field,
-        )
-    return text
+def check_tenant(tenant: object, *, field: str = "tenant") -> str:
+    """A tenant id: 1-63 of a-z, 0-9, ``_``, ``-``, starting a-z0-9; else ``DomainError``."""
+    if not isinstance(tenant, str) or not TENANT_PATTERN.fullmatch(tenant):
+        shown = tenant[:80] if isinstance(tenant, str) else tenant
+        raise DomainError(f"{field} {shown!r} is not a tenant id", field=field)
+    return tenant
 
 
 def check_role(text: str, *, field: str = "role") -> Role:
@@ -131,6 +131,8 @@ class Principal:
     def can(self, permission: Permission) -> bool:
         if permission == "public":
             return True
+        if permission == "profile:read":  # any authenticated caller, whatever its scopes
+            return bool(self.user_id)
         if permission not in ROLE_PERMISSIONS[self.role]:
             return False
         return self.scopes is None or permission in self.scopes

@@ -30,7 +30,6 @@ MAX_SECRET_LENGTH: Final = 4096
 # ccxt ids are lowercase letters and digits ("binance", "bitfinex2", "gateio").
 _CCXT_ID = re.compile(r"^[a-z][a-z0-9_]{1,31}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_TENANT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
 def check_name(field: str, value: object, limit: int) -> str:
@@ -40,14 +39,6 @@ def check_name(field: str, value: object, limit: int) -> str:
     if len(value) > limit or value != value.strip() or _CONTROL.search(value):
         raise DomainError(f"{field} {value!r} is not a valid {field}", field=field)
     return value
-
-
-def check_tenant(tenant: object) -> str:
-    """A tenant id as the API accepts it: 1-63 of a-z, 0-9, ``_``, ``-``, starting a-z0-9."""
-    if not isinstance(tenant, str) or not _TENANT.fullmatch(tenant):
-        shown = tenant[:80] if isinstance(tenant, str) else tenant
-        raise DomainError(f"tenant {shown!r} is not a tenant id", field="tenant")
-    return tenant
 
 
 @dataclass(frozen=True, slots=True, repr=False)

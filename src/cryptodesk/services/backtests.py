@@ -65,6 +65,7 @@ class BacktestJob:
     report: dict[str, Any] | None = None
     error: str | None = None
     traceback: str | None = None
+    tenant: str = "default"  # who asked: only that tenant reads it back
 
     @property
     def finished(self) -> bool:
@@ -101,17 +102,21 @@ class BacktestJobs:
         self._jobs: dict[str, BacktestJob] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
-    def get(self, job_id: str) -> BacktestJob | None:
-        return self._jobs.get(job_id)
+    def get(self, job_id: str, tenant: str = "default") -> BacktestJob | None:
+        """The job, when ``tenant`` submitted it (another tenant's looks absent)."""
+        job = self._jobs.get(job_id)
+        return job if job is not None and job.tenant == tenant else None
 
-    def submit(self, request: BacktestRequest) -> BacktestJob:
+    def submit(self, request: BacktestRequest, tenant: str = "default") -> BacktestJob:
         """Check the request and start its job; DomainError (400) names a bad field."""
         strategy = build_strategy(request.strategy, request.params)
         series = Series.parse(request.exchange, request.symbol, request.interval)
         if request.start is not None and request.end is not None and request.start >= request.end:
             raise DomainError("start must be before end", field="start")
         self._make_room()
-        job = BacktestJob(self._new_id(), request, strategy.values, created_at=self._clock())
+        job = BacktestJob(
+            self._new_id(), request, strategy.values, created_at=self._clock(), tenant=tenant
+        )
         self._jobs[job.id] = job
         task = asyncio.create_task(self._run(job, strategy, series), name=f"backtest {job.id}")
         self._tasks[job.id] = task

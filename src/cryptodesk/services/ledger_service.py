@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from cryptodesk.adapters.db.ledger_rows import LedgerTransaction
 from cryptodesk.adapters.db.ledger_store import SqlLedgerStore
 from cryptodesk.adapters.secrets import SecretBox, SecretsError
+from cryptodesk.domain.auth import check_tenant
 from cryptodesk.domain.errors import DomainError
 from cryptodesk.domain.timeutil import now_ms
 from cryptodesk.portfolio.accounts import (
@@ -34,7 +35,6 @@ from cryptodesk.portfolio.accounts import (
     ExchangeCredentials,
     check_balance,
     check_name,
-    check_tenant,
 )
 from cryptodesk.portfolio.hash_chain import (
     ChainReport,

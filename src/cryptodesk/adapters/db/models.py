@@ -273,3 +273,101 @@ portfolio_snapshots = Table(
     PrimaryKeyConstraint("tenant_id", "day", "account", "asset"),
     sqlite_with_rowid=False,
 )
+
+# Users, tenants, credentials and the security audit log (``auth_store``).
+USER_ID_LEN = 32  # hex uuid
+EMAIL_LEN = 254  # RFC 5321 path limit
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", String(TENANT_LEN), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("id"),
+    sqlite_with_rowid=False,
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(USER_ID_LEN), nullable=False),
+    Column("tenant_id", String(TENANT_LEN), nullable=False),
+    Column("email", String(EMAIL_LEN), nullable=False),  # lower-cased; one account per e-mail
+    Column("password_hash", Text, nullable=False),  # argon2id, PHC string
+    Column("role", String(16), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    # Access tokens issued before this (epoch ms) are refused: "revoke all".
+    Column("tokens_after", BigInteger, nullable=False),
+    Column("disabled_at", BigInteger, nullable=True),
+    PrimaryKeyConstraint("id"),
+    UniqueConstraint("email"),
+    ForeignKeyConstraint(["tenant_id"], ["tenants.id"]),
+    CheckConstraint("role IN ('viewer', 'trader', 'manager', 'admin')", name="role"),
+    Index(None, "tenant_id"),
+)
+
+# Refresh tokens: only a hash is stored; each is used once and replaced by the
+# next of its family, and a second use of a used one revokes the whole family.
+refresh_tokens = Table(
+    "refresh_tokens",
+    metadata,
+    Column("id", String(USER_ID_LEN), nullable=False),
+    Column("tenant_id", String(TENANT_LEN), nullable=False),
+    Column("user_id", String(USER_ID_LEN), nullable=False),
+    Column("family_id", String(USER_ID_LEN), nullable=False),
+    Column("token_hash", String(HASH_LEN), nullable=False),  # sha256 hex of the secret part
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("used_at", BigInteger, nullable=True),
+    Column("revoked_at", BigInteger, nullable=True),
+    PrimaryKeyConstraint("id"),
+    ForeignKeyConstraint(["user_id"], ["users.id"]),
+    Index(None, "user_id"),
+    Index(None, "family_id"),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(USER_ID_LEN), nullable=False),
+    Column("tenant_id", String(TENANT_LEN), nullable=False),
+    Column("user_id", String(USER_ID_LEN), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("prefix", String(32), nullable=False),  # shown to identify the key
+    Column("key_hash", String(HASH_LEN), nullable=False),  # sha256 hex of the secret part
+    Column("scopes", Text, nullable=False),  # JSON list of permissions
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=True),
+    Column("last_used_at", BigInteger, nullable=True),
+    Column("revoked_at", BigInteger, nullable=True),
+    PrimaryKeyConstraint("id"),
+    ForeignKeyConstraint(["user_id"], ["users.id"]),
+    Index(None, "tenant_id"),
+)
+
+# Security events, one sha256 chain over the whole table (as the ledger's).
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", BigInteger, nullable=False),  # 1..n in append order
+    Column("tenant_id", String(TENANT_LEN), nullable=True),  # NULL: no tenant known
+    Column("ts", BigInteger, nullable=False),
+    Column("event", String(32), nullable=False),
+    Column("actor", String(EMAIL_LEN), nullable=True),
+    Column("subject", String(EMAIL_LEN), nullable=True),
+    Column("ip", String(64), nullable=True),
+    Column("detail", Text, nullable=False),  # JSON object
+    Column("prev_hash", String(HASH_LEN), nullable=False),
+    Column("hash", String(HASH_LEN), nullable=False),
+    PrimaryKeyConstraint("seq"),
+    Index(None, "tenant_id", "seq"),
+)
+
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, nullable=False),  # always 1
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(HASH_LEN), nullable=False),
+    PrimaryKeyConstraint("id"),
+)

@@ -13,6 +13,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from cryptodesk.api.routes.market import problem_responses
+from cryptodesk.api.security import requires
 from cryptodesk.domain.jobs import JobStatus
 from cryptodesk.domain.timeutil import to_iso
 
@@ -67,6 +68,7 @@ def admin_router(list_jobs: Callable[[], Awaitable[list[JobStatus]]]) -> APIRout
 
     @router.get(
         "/jobs",
+        dependencies=[requires("jobs:read")],
         response_model=JobsResponse,
         responses=problem_responses(503),
         summary="Scheduled jobs: last run, outcome, next run",

@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cryptodesk.analytics.backtest import BacktestConfig, Sizing
 from cryptodesk.api.routes.market import problem_responses
+from cryptodesk.api.security import requires
+from cryptodesk.api.tenancy import Tenant
 from cryptodesk.domain.timeutil import parse_time, to_iso
 from cryptodesk.services.backtests import BacktestJob, BacktestJobs, BacktestRequest
 from cryptodesk.services.market_queries import NotFound
@@ -107,24 +109,28 @@ def backtests_router(jobs: BacktestJobs) -> APIRouter:
 
     @router.post(
         "",
+        dependencies=[requires("backtests:run")],
         status_code=202,
         response_model=BacktestOut,
         responses=problem_responses(400, 503),
         summary="Start a backtest over a stored candle series",
     )
-    async def start(body: BacktestIn, response: Response) -> BacktestOut:
-        job = jobs.submit(body.to_request())
+    async def start(body: BacktestIn, response: Response, tenant: Tenant) -> BacktestOut:
+        job = jobs.submit(body.to_request(), tenant)
         response.headers["Location"] = f"{PREFIX}/{job.id}"
         return BacktestOut.of(job)
 
     @router.get(
         "/{backtest_id}",
+        dependencies=[requires("backtests:read")],
         response_model=BacktestOut,
         responses=problem_responses(404),
         summary="A backtest's status, and its report once done",
     )
-    async def status(backtest_id: Annotated[str, Path(max_length=64)]) -> BacktestOut:
-        job = jobs.get(backtest_id)
+    async def status(
+        backtest_id: Annotated[str, Path(max_length=64)], tenant: Tenant
+    ) -> BacktestOut:
+        job = jobs.get(backtest_id, tenant)
         if job is None:
             raise NotFound(f"no backtest {backtest_id!r}", field="backtest_id", code="not-found")
         return BacktestOut.of(job)

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.responses import Response
 
 from cryptodesk.api.schemas import ComponentOut, Liveness, Readiness
+from cryptodesk.api.security import requires
 from cryptodesk.observability.health import HealthRegistry, all_up, degraded
 from cryptodesk.observability.metrics import CONTENT_TYPE_LATEST, Metrics
 
@@ -20,12 +21,18 @@ def health_router(
 ) -> APIRouter:
     router = APIRouter(tags=["operations"])
 
-    @router.get("/healthz", response_model=Liveness, summary="Liveness")
+    @router.get(
+        "/healthz",
+        response_model=Liveness,
+        summary="Liveness",
+        dependencies=[requires("public")],
+    )
     async def healthz() -> Liveness:
         return Liveness()
 
     @router.get(
         "/readyz",
+        dependencies=[requires("public")],
         response_model=Readiness,
         summary="Readiness: every component's health",
         responses={503: {"model": Readiness, "description": "A component is down."}},
@@ -41,6 +48,7 @@ def health_router(
 
     @router.get(
         "/metrics",
+        dependencies=[requires("public")],
         summary="Prometheus metrics",
         response_class=Response,
         responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},

@@ -45,6 +45,7 @@ from cryptodesk.api.ledger_schemas import (
     VerifyOut,
 )
 from cryptodesk.api.routes.market import _time, problem_responses
+from cryptodesk.api.security import requires
 from cryptodesk.api.tenancy import Tenant
 from cryptodesk.api.uploads import body_charset, read_body
 from cryptodesk.domain.errors import DomainError
@@ -136,6 +137,7 @@ async def _known(service: LedgerService, tenant: str, name: str) -> None:
 def _accounts(router: APIRouter, service: LedgerService, clock: Callable[[], int]) -> None:
     @router.post(
         "/accounts",
+        dependencies=[requires("accounts:write")],
         status_code=201,
         response_model=AccountOut,
         responses=problem_responses(400, 409, 503),
@@ -160,6 +162,7 @@ def _accounts(router: APIRouter, service: LedgerService, clock: Callable[[], int
 
     @router.get(
         "/accounts",
+        dependencies=[requires("accounts:read")],
         response_model=AccountsOut,
         responses=problem_responses(400, 503),
         tags=["accounts"],
@@ -170,6 +173,7 @@ def _accounts(router: APIRouter, service: LedgerService, clock: Callable[[], int
 
     @router.put(
         "/accounts/{name}/balances",
+        dependencies=[requires("accounts:write")],
         response_model=BalancesOut,
         responses=problem_responses(400, 404, 503),
         tags=["accounts"],
@@ -185,6 +189,7 @@ def _accounts(router: APIRouter, service: LedgerService, clock: Callable[[], int
 
     @router.get(
         "/accounts/{name}/balances",
+        dependencies=[requires("accounts:read")],
         response_model=BalancesOut,
         responses=problem_responses(400, 404, 503),
         tags=["accounts"],
@@ -197,6 +202,7 @@ def _accounts(router: APIRouter, service: LedgerService, clock: Callable[[], int
 
     @router.get(
         "/accounts/{name}",
+        dependencies=[requires("accounts:read")],
         response_model=AccountOut,
         responses=problem_responses(400, 404, 503),
         tags=["accounts"],
@@ -212,6 +218,7 @@ def _accounts(router: APIRouter, service: LedgerService, clock: Callable[[], int
 def _ledger(router: APIRouter, service: LedgerService, max_import_bytes: int) -> None:
     @router.get(
         "/ledger",
+        dependencies=[requires("ledger:read")],
         response_model=EntriesPage,
         responses=problem_responses(400, 404, 503),
         tags=["ledger"],
@@ -249,6 +256,7 @@ def _ledger(router: APIRouter, service: LedgerService, max_import_bytes: int) ->
 
     @router.post(
         "/ledger",
+        dependencies=[requires("ledger:write")],
         status_code=201,
         response_model=EntryData,
         responses={
@@ -278,6 +286,7 @@ def _ledger(router: APIRouter, service: LedgerService, max_import_bytes: int) ->
 
     @router.post(
         "/ledger/import",
+        dependencies=[requires("ledger:write")],
         response_model=ImportOut,
         responses=problem_responses(400, 409, 413, 415, 503),
         openapi_extra=_CSV_BODY,
@@ -313,6 +322,7 @@ def _ledger(router: APIRouter, service: LedgerService, max_import_bytes: int) ->
 
     @router.get(
         "/ledger/verify",
+        dependencies=[requires("ledger:read")],
         response_model=VerifyOut,
         responses=problem_responses(400, 503),
         tags=["ledger"],
@@ -325,6 +335,7 @@ def _ledger(router: APIRouter, service: LedgerService, max_import_bytes: int) ->
 
     @router.post(
         "/ledger/{entry_id:path}/reverse",
+        dependencies=[requires("ledger:write")],
         status_code=201,
         response_model=EntryData,
         responses=problem_responses(400, 404, 409, 503),

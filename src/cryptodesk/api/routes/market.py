@@ -28,6 +28,7 @@ from cryptodesk.api.schemas import (
     TickersResponse,
     age_seconds,
 )
+from cryptodesk.api.security import requires
 from cryptodesk.domain.errors import DomainError
 from cryptodesk.domain.timeutil import parse_time
 from cryptodesk.services.feed_status import Freshness
@@ -35,6 +36,11 @@ from cryptodesk.services.market_queries import MAX_BOOK_DEPTH, MAX_CANDLE_LIMIT,
 
 _DESCRIPTIONS = {
     400: "A query parameter is invalid (`errors` names it).",
+    401: "Credentials missing, malformed, expired, tampered with or revoked.",
+    403: "The role or the API key's scopes lack the permission (`x-permission`).",
+    409: "The name or e-mail is taken already.",
+    422: "A body field is missing, unknown or of the wrong type (`errors` names it).",
+    429: "Too many requests: see `Retry-After`.",
     404: "Unknown exchange or symbol, or no data yet.",
     503: "A backend is down; retry later.",
 }
@@ -120,6 +126,7 @@ def market_router(queries: MarketQueries) -> APIRouter:
 
     @router.get(
         "/markets",
+        dependencies=[requires("market:read")],
         response_model=MarketsResponse,
         responses=served_responses(400, 404, 503),
         summary="Markets served, with the exchange's precision and limits",
@@ -132,6 +139,7 @@ def market_router(queries: MarketQueries) -> APIRouter:
 
     @router.get(
         "/tickers",
+        dependencies=[requires("market:read")],
         response_model=TickersResponse,
         responses=served_responses(400, 404, 503),
         summary="Last price, best bid/ask and rolling 24 h statistics",
@@ -146,6 +154,7 @@ def market_router(queries: MarketQueries) -> APIRouter:
 
     @router.get(
         "/candles",
+        dependencies=[requires("market:read")],
         response_model=CandlesResponse,
         responses=served_responses(400, 404, 503),
         summary="OHLCV candles, oldest first, cursor-paginated",
@@ -209,6 +218,7 @@ def market_router(queries: MarketQueries) -> APIRouter:
 
     @router.get(
         "/orderbook",
+        dependencies=[requires("market:read")],
         response_model=OrderBookOut,
         responses=served_responses(400, 404, 503),
         summary="Latest L2 order book snapshot",

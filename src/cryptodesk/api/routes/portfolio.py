@@ -12,8 +12,8 @@
 - ``GET /reports/tax``: the tax report, as JSON or Form 8949 CSV, PDF, XLSX.
 - ``GET /reports/pnl?date=``: the daily PnL report of one UTC day as JSON.
 
-Money is decimal strings, as everywhere in the API; the tenant comes from
-``X-Tenant`` (``api/tenancy.py``).
+Money is decimal strings, as everywhere in the API; the tenant is the
+authenticated caller's (``api/tenancy.py``).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Response
 
 from cryptodesk.api.ledger_problems import LedgerProblem, LedgerRoute
+from cryptodesk.api.security import requires
 from cryptodesk.api.tenancy import Tenant
 from cryptodesk.domain.errors import DomainError
 from cryptodesk.portfolio import performance, valuation
@@ -90,17 +91,29 @@ def portfolio_router(
             raise _unavailable(exc) from None
         return {**valuation.to_dict(current.valuation), "quotes": quotes_to_dict(current.quotes)}
 
-    @router.get("/portfolio", summary="Valuation: totals, assets, positions, quotes")
+    @router.get(
+        "/portfolio",
+        summary="Valuation: totals, assets, positions, quotes",
+        dependencies=[requires("portfolio:read")],
+    )
     async def portfolio(tenant: Tenant) -> dict[str, Any]:
         return await view(tenant)
 
-    @router.get("/portfolio/positions", summary="Positions per account and asset")
+    @router.get(
+        "/portfolio/positions",
+        summary="Positions per account and asset",
+        dependencies=[requires("portfolio:read")],
+    )
     async def positions(tenant: Tenant) -> dict[str, Any]:
         body = await view(tenant)
         keys = ("currency", "method", "positions", "missing_prices")
         return {key: body[key] for key in keys}
 
-    @router.get("/portfolio/performance", summary="Time- and money-weighted returns")
+    @router.get(
+        "/portfolio/performance",
+        summary="Time- and money-weighted returns",
+        dependencies=[requires("portfolio:read")],
+    )
     async def performance_of(
         tenant: Tenant,
         start: Annotated[str, Query(description="First day, YYYY-MM-DD (UTC).")],
@@ -109,7 +122,11 @@ def portfolio_router(
         result = await values.performance(tenant, _day(start, "start"), _day(end, "end"))
         return performance.to_dict(result)
 
-    @router.get("/portfolio/reconciliation", summary="Ledger balances against reported ones")
+    @router.get(
+        "/portfolio/reconciliation",
+        summary="Ledger balances against reported ones",
+        dependencies=[requires("portfolio:read")],
+    )
     async def reconciliation(
         tenant: Tenant,
         account: Annotated[list[str] | None, Query(description="Only these accounts.")] = None,
@@ -126,7 +143,11 @@ def portfolio_router(
         report = await sync.reconciliation(tenant, accounts=account, tolerance=accepted)
         return report_to_dict(report)
 
-    @router.post("/accounts/{name}/sync", summary="Sync an exchange account now")
+    @router.post(
+        "/accounts/{name}/sync",
+        summary="Sync an exchange account now",
+        dependencies=[requires("portfolio:sync")],
+    )
     async def sync_account(tenant: Tenant, name: str) -> dict[str, Any]:
         if await ledger.account(tenant, name) is None:
             raise LedgerProblem(404, "unknown-account", f"no account {name!r}", name="name")
@@ -144,7 +165,11 @@ def portfolio_router(
             "balances": {asset: str(amount) for asset, amount in sorted(result.balances.items())},
         }  # fmt: skip
 
-    @router.get("/reports/tax", summary="Tax report: disposals, income, holdings")
+    @router.get(
+        "/reports/tax",
+        summary="Tax report: disposals, income, holdings",
+        dependencies=[requires("reports:read")],
+    )
     async def tax_report(
         tenant: Tenant,
         method_: Annotated[Method | None, Query(alias="method")] = None,
@@ -173,7 +198,11 @@ def portfolio_router(
             )
         return Response(body, media_type=MEDIA_TYPES[format], headers=headers)
 
-    @router.get("/reports/pnl", summary="Daily PnL report of one UTC day")
+    @router.get(
+        "/reports/pnl",
+        summary="Daily PnL report of one UTC day",
+        dependencies=[requires("reports:read")],
+    )
     async def pnl_report(
         tenant: Tenant,
         date_: Annotated[str, Query(alias="date", description="YYYY-MM-DD (UTC).")],

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cryptodesk.api.routes.market import AGE_HEADER, STALE_HEADER
 from cryptodesk.api.schemas import Problem
+from cryptodesk.api.security import requires
 from cryptodesk.domain.timeutil import to_iso
 from cryptodesk.services.market_queries import InvalidParameter
 from cryptodesk.services.reference_prices import CachedPrice
@@ -56,6 +57,7 @@ def reference_prices_router(
 
     @router.get(
         "/reference-prices",
+        dependencies=[requires("market:read")],
         response_model=ReferencePricesResponse,
         responses={400: {"model": Problem, "content": {"application/problem+json": {}}}},
         summary="Cached prices of the configured reference assets (COINGECKO_ASSETS).",

@@ -26,6 +26,7 @@ from cryptodesk.api.routes.market import (
     problem_responses,
 )
 from cryptodesk.api.schemas import decimal_str
+from cryptodesk.api.security import requires
 from cryptodesk.domain.signals import Signal
 from cryptodesk.domain.timeutil import to_iso
 from cryptodesk.services.signal_queries import MAX_SIGNAL_LIMIT, SignalQueries
@@ -121,6 +122,7 @@ def signals_router(queries: SignalQueries) -> APIRouter:
 
     @router.get(
         "/signal-rules",
+        dependencies=[requires("signals:read")],
         response_model=SignalRulesResponse,
         responses=problem_responses(503),
         summary="The signal rule set in force",
@@ -130,6 +132,7 @@ def signals_router(queries: SignalQueries) -> APIRouter:
 
     @router.put(
         "/signal-rules",
+        dependencies=[requires("signals:write")],
         response_model=SignalRulesResponse,
         responses=problem_responses(400, 503),
         summary="Replace the signal rule set",
@@ -145,6 +148,7 @@ def signals_router(queries: SignalQueries) -> APIRouter:
 
     @router.get(
         "/signals",
+        dependencies=[requires("signals:read")],
         response_model=SignalsResponse,
         responses=problem_responses(400, 404, 503),
         summary="Signals fired on closed candles, oldest first, cursor-paginated",
@@ -177,6 +181,7 @@ def signals_router(queries: SignalQueries) -> APIRouter:
 
     @router.get(
         "/indicators",
+        dependencies=[requires("market:read")],
         response_model=IndicatorsResponse,
         responses=problem_responses(400, 404, 503),
         summary="Newest indicator values of a series, from stored candles",

@@ -1,0 +1,90 @@
+"""The API's security pieces built from Settings: the token secret, the
+authentication service, the rate limiter and the first-run admin.
+
+``runtime`` builds one ``ApiSecurity`` per API process; the CLI's ``user``
+commands build the service alone.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cryptodesk.adapters.db.auth_store import SqlAuthStore
+from cryptodesk.adapters.ratelimit import open_rate_limiter
+from cryptodesk.adapters.ratelimit.base import RateLimiter
+from cryptodesk.api.ratelimit import RateTiers, login_charge, parse_tiers, principal_charge
+from cryptodesk.api.security import Auth
+from cryptodesk.config import Settings
+from cryptodesk.services.auth_service import AuthService
+
+SECRET_FILE = "jwt-secret"
+
+
+def token_secret(settings: Settings) -> bytes:
+    """CRYPTODESK_JWT_SECRET, else a random one kept (mode 0600) in DATA_DIR."""
+    configured = settings.jwt_secret.get_secret_value()
+    if configured:
+        return configured.encode()
+    path = Path(settings.data_dir) / SECRET_FILE
+    try:
+        return path.read_bytes().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_hex(32).encode()
+    try:  # O_EXCL: when two processes start at once, one secret wins
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes().strip()
+    with os.fdopen(fd, "wb") as out:
+        out.write(secret)
+    return secret
+
+
+def auth_service(settings: Settings, engine: AsyncEngine) -> AuthService:
+    return AuthService(
+        SqlAuthStore(engine), token_secret(settings),
+        access_seconds=settings.access_token_seconds,
+        refresh_seconds=settings.refresh_token_seconds,
+    )  # fmt: skip
+
+
+@dataclass
+class ApiSecurity:
+    auth: Auth
+    limiter: RateLimiter
+    tiers: RateTiers
+
+    async def close(self) -> None:
+        await self.limiter.close()
+
+
+def api_security(settings: Settings, engine: AsyncEngine) -> ApiSecurity:
+    limiter = open_rate_limiter(settings.cache_url, key_prefix=settings.cache_key_prefix)
+    tiers = parse_tiers(settings.rate_limit_tiers)
+    auth = Auth(
+        auth_service(settings, engine),
+        public_market_data=settings.public_market_data,
+        charge=principal_charge(limiter, tiers),
+        login_charge=login_charge(limiter, tiers),
+    )
+    return ApiSecurity(auth, limiter, tiers)
+
+
+async def bootstrap_admin(service: AuthService, email: str) -> None:
+    """First run: no user at all, so an admin with a one-time password, printed
+    on stderr (never logged)."""
+    password = await service.bootstrap(email=email)
+    if password is not None:
+        print(
+            f"first run: created the admin {email} of tenant 'default' with the one-time "
+            f"password {password} (shown only now; log in and create your users)",
+            file=sys.stderr,
+            flush=True,
+        )

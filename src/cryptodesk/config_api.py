@@ -1,0 +1,66 @@
+"""The API's security settings: tokens, public reads, rate limits, HTTP hygiene.
+
+A part of ``config.Settings`` (which inherits these fields; same
+``CRYPTODESK_`` environment prefix), kept apart so the one Settings module
+stays readable. docs/configuration.md lists them with the others.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings
+
+DEFAULT_RATE_LIMITS = "ip=50/s:100,user=20/s:40,key=50/s:100,login=5/m:5"
+
+
+class ApiSettings(BaseSettings):
+    jwt_secret: SecretStr = Field(
+        SecretStr(""),
+        description="Signs access tokens (at least 32 characters); empty: a random secret "
+        "kept in DATA_DIR/jwt-secret (set it when API processes run on several hosts).",
+    )
+    access_token_seconds: int = Field(900, ge=60, le=86_400, description="Access token life.")
+    refresh_token_seconds: int = Field(
+        30 * 86_400, ge=300, le=365 * 86_400, description="Refresh token life."
+    )
+    public_market_data: bool = Field(
+        True, description="Market data reads need no credentials (tenant data always does)."
+    )
+    bootstrap_admin_email: str = Field(
+        "admin@cryptodesk.local",
+        description="First run (no user at all): this admin of tenant `default` is created "
+        "and its one-time password printed.",
+    )
+    rate_limit_tiers: str = Field(
+        DEFAULT_RATE_LIMITS,
+        description="API rate limits NAME=COUNT/PERIOD[:BURST], comma-separated; NAME is ip, "
+        "user, key or login; tiers left out keep their defaults (docs/rate-limits.md).",
+    )
+    trusted_proxies: str = Field(
+        "",
+        description="Proxies (addresses or CIDR blocks, comma-separated) whose "
+        "X-Forwarded-For is believed; empty: the header is ignored.",
+    )
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _jwt_secret(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value() and len(value.get_secret_value().encode()) < 32:
+            raise ValueError("must be at least 32 characters (e.g. `openssl rand -hex 32`)")
+        return value
+
+    @field_validator("rate_limit_tiers")
+    @classmethod
+    def _rate_limit_tiers(cls, value: str) -> str:
+        from cryptodesk.api.ratelimit import parse_tiers
+
+        parse_tiers(value)  # ValueError of one line
+        return value.strip()
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, value: str) -> str:
+        from cryptodesk.api.ratelimit import parse_trusted_proxies
+
+        parse_trusted_proxies(value)
+        return value.strip()
