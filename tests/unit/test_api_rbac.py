@@ -219,3 +219,15 @@ async def test_anonymous_callers_read_public_market_data_only(env: Env) -> None:
         health = await client.get("/healthz")
     assert tickers.status_code == 401
     assert health.status_code == 200
+
+
+def test_the_documented_matrix_is_the_one_enforced() -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "security.md").read_text()
+    documented: dict[str, list[str]] = {}
+    for line in doc.splitlines():
+        found = re.fullmatch(r"\| `([a-z_:]+)` \| (.+) \|", line)
+        if found and found.group(1) in PERMISSIONS:
+            documented[found.group(1)] = [cell.strip() for cell in found.group(2).split("|")]
+    assert documented == {
+        p: ["yes" if p in ROLE_PERMISSIONS[role] else "-" for role in ROLES] for p in PERMISSIONS
+    }
