@@ -45,6 +45,7 @@ test: install
 	$(BIN)/python -m pytest -n 2 --dist loadgroup --cov --cov-report=term --cov-fail-under=85 $(PYTEST_ARGS)
 
 bench: install
+	bash scripts/system-deps.sh
 	$(UV) sync --frozen --python python3 --group bench
 	$(BIN)/python -m benchmarks.run
 

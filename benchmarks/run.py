@@ -35,6 +35,7 @@ MODULES = [
     "bench_backtest",
     "bench_cost_basis",
     "bench_tax_report",
+    "bench_api",
 ]
 # Indicators measured against TA-Lib (vwap has no TA-Lib twin).
 _TALIB_TWINS = (
@@ -49,6 +50,7 @@ TARGETS: dict[str, str] = {
     "indicators/streaming/full_set": ">= 100,000 candles/s",
     "backtest/ma_cross_vs_backtesting_py": ">= 2x faster, same trades",
     "cost_basis/fifo_1m": ">= 300,000 transactions/s",
+    "api/tickers_vs_bare_fastapi": ">= 0.8x bare FastAPI, p99 < 15 ms at 64 connections",
 }
 TARGET_VALUES = {
     "candle_builder/1_symbol_1_interval": 1_000_000.0,
@@ -58,6 +60,7 @@ TARGET_VALUES = {
     "indicators/streaming/full_set": 100_000.0,
     "backtest/ma_cross_vs_backtesting_py": 2.0,
     "cost_basis/fifo_1m": 300_000.0,
+    "api/tickers_vs_bare_fastapi": 0.8,
 }
 # Targets met when the median is at most the value (time ratios), not at least.
 LOWER_IS_BETTER = {name for name in TARGET_VALUES if name.startswith("indicators/vectorised/")}

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the test suite needs when they are missing.
+# Installs the Debian packages the test suite and the benchmarks need when they are missing.
 # Each line: a command to look for, then the package that provides it.
 set -euo pipefail
 needed=(
   "initdb postgresql"
   "redis-server redis-server"
+  "wrk wrk"
 )
 missing=()
 for entry in "${needed[@]}"; do

@@ -18,7 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from cryptodesk.adapters.db.auth_store import SqlAuthStore
 from cryptodesk.adapters.ratelimit import open_rate_limiter
 from cryptodesk.adapters.ratelimit.base import RateLimiter
+from cryptodesk.api.app import HttpOptions
 from cryptodesk.api.ratelimit import RateTiers, login_charge, parse_tiers, principal_charge
+from cryptodesk.api.routes.ledger import MAX_IMPORT_BYTES
 from cryptodesk.api.security import Auth
 from cryptodesk.config import Settings
 from cryptodesk.services.auth_service import AuthService
@@ -75,6 +77,14 @@ def api_security(settings: Settings, engine: AsyncEngine) -> ApiSecurity:
         login_charge=login_charge(limiter, tiers),
     )
     return ApiSecurity(auth, limiter, tiers)
+
+
+def http_options(settings: Settings) -> HttpOptions:
+    return HttpOptions(
+        cors_origins=settings.cors_origins, max_body_bytes=settings.max_body_bytes,
+        hsts_seconds=settings.hsts_seconds,
+        upload_limits={"/api/v1/ledger/import": MAX_IMPORT_BYTES},
+    )  # fmt: skip
 
 
 async def bootstrap_admin(service: AuthService, email: str) -> None:

@@ -42,6 +42,28 @@ class ApiSettings(BaseSettings):
         "X-Forwarded-For is believed; empty: the header is ignored.",
     )
 
+    cors_origins: str = Field(
+        "",
+        description="Origins browsers may call the API from: comma-separated "
+        "scheme://host[:port], or *; empty: CORS off (docs/http.md).",
+    )
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, le=1_073_741_824,
+        description="Largest request body; larger is a 413 (ledger imports have their own limit).",
+    )  # fmt: skip
+    hsts_seconds: int = Field(
+        0, ge=0, le=63_072_000,
+        description="Strict-Transport-Security max-age; 0: not sent (set it only behind HTTPS).",
+    )  # fmt: skip
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _cors_origins(cls, value: str) -> str:
+        from cryptodesk.api.http_hygiene import cors_options
+
+        cors_options(value)  # ValueError of one line
+        return value.strip()
+
     @field_validator("jwt_secret")
     @classmethod
     def _jwt_secret(cls, value: SecretStr) -> SecretStr:

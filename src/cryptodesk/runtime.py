@@ -41,7 +41,7 @@ from cryptodesk.api.routes.backtests import backtests_router
 from cryptodesk.api.routes.ledger import ledger_router
 from cryptodesk.api.routes.signals import signals_router
 from cryptodesk.api.security import AUTHENTICATED
-from cryptodesk.api_wiring import api_security, bootstrap_admin
+from cryptodesk.api_wiring import api_security, bootstrap_admin, http_options
 from cryptodesk.config import Settings, mask_url
 from cryptodesk.domain.backoff import backoff_delays
 from cryptodesk.domain.interval import Interval
@@ -380,7 +380,7 @@ class Runtime:
                                        signal_queries, AUTHENTICATED),
                     ],
                     auth=security.auth, rate_limiter=security.limiter, rate_tiers=security.tiers,
-                    trusted_proxies=s.trusted_proxies,
+                    trusted_proxies=s.trusted_proxies, http=http_options(s),
                 )  # fmt: skip
                 if server is None:
                     server = start_http()

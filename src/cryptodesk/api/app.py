@@ -7,16 +7,24 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
+from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cryptodesk.adapters.ratelimit.base import RateLimiter
+from cryptodesk.api.http_hygiene import (
+    BodyLimitMiddleware,
+    ETagMiddleware,
+    SecurityHeadersMiddleware,
+    cors_options,
+)
 from cryptodesk.api.problems import (
     PROBLEM_MEDIA_TYPE,
     install_problem_handlers,
@@ -40,6 +48,16 @@ log = structlog.get_logger(__name__)
 UNMATCHED_ROUTE = "<unmatched>"
 
 
+@dataclass(frozen=True)
+class HttpOptions:
+    """CORS origins, body size limits (per path for uploads) and HSTS (docs/http.md)."""
+
+    cors_origins: str = ""
+    max_body_bytes: int = 1_048_576
+    hsts_seconds: int = 0
+    upload_limits: Mapping[str, int] = field(default_factory=dict)
+
+
 def create_app(
     queries: MarketQueries,
     metrics: Metrics,
@@ -55,6 +73,7 @@ def create_app(
     rate_limiter: RateLimiter | None = None,
     rate_tiers: RateTiers | None = None,
     trusted_proxies: str = "",
+    http: HttpOptions = HttpOptions(),
 ) -> FastAPI:
     """The API; ``jobs`` lists the scheduled jobs (``GET /api/v1/admin/jobs``),
     ``reference_prices`` serves cached CoinGecko prices when assets are configured,
@@ -80,6 +99,11 @@ def create_app(
         app.include_router(router)
     install_problem_handlers(app)
     install_rate_limit_handler(app)
+    # Outermost last: CORS, security headers, metrics, rate limits, ETags, body limits.
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=http.max_body_bytes, path_limits=dict(http.upload_limits)
+    )
+    app.add_middleware(ETagMiddleware)
     if rate_limiter is not None and rate_tiers is not None:
         app.add_middleware(
             RateLimitMiddleware, limiter=rate_limiter, tiers=rate_tiers,
@@ -91,6 +115,9 @@ def create_app(
         routes=app.router.routes,
         degraded=lambda: queries.cache_degraded,
     )
+    app.add_middleware(SecurityHeadersMiddleware, hsts_seconds=http.hsts_seconds)
+    if cors := cors_options(http.cors_origins):
+        app.add_middleware(CORSMiddleware, **cors)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 
