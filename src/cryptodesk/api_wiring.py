@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from fastapi import APIRouter
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cryptodesk.adapters.db.auth_store import SqlAuthStore
@@ -23,7 +27,16 @@ from cryptodesk.api.ratelimit import RateTiers, login_charge, parse_tiers, princ
 from cryptodesk.api.routes.ledger import MAX_IMPORT_BYTES
 from cryptodesk.api.security import Auth
 from cryptodesk.config import Settings
+from cryptodesk.domain.auth import AuthenticationError, Principal
 from cryptodesk.services.auth_service import AuthService
+
+if TYPE_CHECKING:
+    from cryptodesk.adapters.bus.base import Bus
+    from cryptodesk.domain.signals import Signal
+    from cryptodesk.portfolio_wiring import Portfolio
+    from cryptodesk.services.market_queries import MarketQueries
+    from cryptodesk.services.signal_queries import SignalQueries
+    from cryptodesk.services.ws_feed import WsFeed
 
 SECRET_FILE = "jwt-secret"
 
@@ -98,3 +111,50 @@ async def bootstrap_admin(service: AuthService, email: str) -> None:
             file=sys.stderr,
             flush=True,
         )
+
+
+def websocket(
+    settings: Settings,
+    bus: Bus,
+    queries: MarketQueries,
+    signal_queries: SignalQueries,
+    portfolio: Portfolio,
+    auth: Auth,
+) -> tuple[APIRouter, WsFeed]:
+    """The WebSocket endpoint and the feed that fans the bus out to its clients
+    (``feed.run`` is a task of the API process)."""
+    from cryptodesk.api.routes.ws import WsRenderer, ws_router
+    from cryptodesk.portfolio import valuation as pv
+    from cryptodesk.services.portfolio_valuation import quotes_to_dict
+    from cryptodesk.services.ws_feed import WsFeed
+    from cryptodesk.services.ws_hub import WsHub
+
+    async def recent_signals() -> Sequence[Signal]:
+        return (await signal_queries.signals(limit=50)).signals
+
+    async def portfolio_now(tenant: str) -> dict[str, Any]:
+        current = await portfolio.valuation.value(tenant)
+        return {**pv.to_dict(current.valuation), "quotes": quotes_to_dict(current.quotes)}
+
+    async def authenticate(token: str) -> Principal:
+        principal = await auth.principal(token, None)
+        if principal is None:
+            raise AuthenticationError("this needs a token")
+        return principal
+
+    s = settings
+    hub = WsHub(
+        bus, queries, WsRenderer(), queue_size=s.websocket_queue_size,
+        heartbeat_seconds=s.websocket_heartbeat_seconds,
+        idle_timeout=s.websocket_idle_timeout_seconds, book_depth=s.websocket_book_depth,
+        snapshot_candles=s.websocket_snapshot_candles, recent_signals=recent_signals,
+        tenant_sources={"portfolio": portfolio_now},
+    )  # fmt: skip
+    feed = WsFeed(
+        hub, instance=f"{socket.gethostname()}-{os.getpid()}",
+        ticker_poll_seconds=s.websocket_ticker_poll_seconds,
+        tenant_poll_seconds=s.websocket_portfolio_poll_seconds,
+    )  # fmt: skip
+    router = ws_router(hub, authenticate, s.public_market_data,
+                       auth_timeout=s.websocket_auth_timeout_seconds)  # fmt: skip
+    return router, feed

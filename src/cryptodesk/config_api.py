@@ -56,6 +56,28 @@ class ApiSettings(BaseSettings):
         description="Strict-Transport-Security max-age; 0: not sent (set it only behind HTTPS).",
     )  # fmt: skip
 
+    websocket_queue_size: int = Field(
+        1024, ge=16, le=100_000, description="WebSocket: messages queued per client before "
+        "ticker/book updates coalesce and a client still behind is closed (4008).",
+    )  # fmt: skip
+    websocket_heartbeat_seconds: float = Field(15.0, gt=0, description="WebSocket ping period.")
+    websocket_idle_timeout_seconds: float = Field(
+        45.0, gt=0, description="WebSocket: a client silent this long is closed (4002)."
+    )
+    websocket_auth_timeout_seconds: float = Field(
+        10.0, gt=0, description="WebSocket: time to send the auth message when one is needed."
+    )
+    websocket_ticker_poll_seconds: float = Field(
+        1.0, gt=0, description="WebSocket: tickers are re-read at least this often."
+    )
+    websocket_portfolio_poll_seconds: float = Field(
+        5.0, gt=0, description="WebSocket: a subscribed tenant's portfolio is revalued this often."
+    )
+    websocket_book_depth: int = Field(20, ge=1, le=100, description="WebSocket book levels.")
+    websocket_snapshot_candles: int = Field(
+        100, ge=1, le=1000, description="WebSocket: candles in a candles channel's snapshot."
+    )
+
     @field_validator("cors_origins")
     @classmethod
     def _cors_origins(cls, value: str) -> str:

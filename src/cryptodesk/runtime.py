@@ -41,7 +41,7 @@ from cryptodesk.api.routes.backtests import backtests_router
 from cryptodesk.api.routes.ledger import ledger_router
 from cryptodesk.api.routes.signals import signals_router
 from cryptodesk.api.security import AUTHENTICATED
-from cryptodesk.api_wiring import api_security, bootstrap_admin, http_options
+from cryptodesk.api_wiring import api_security, bootstrap_admin, http_options, websocket
 from cryptodesk.config import Settings, mask_url
 from cryptodesk.domain.backoff import backoff_delays
 from cryptodesk.domain.interval import Interval
@@ -83,7 +83,7 @@ WAIT_CAP_SECONDS = 30.0
 STARTING = "startup"
 GC_THRESHOLDS = (10_000, 20, 50)  # CPython 3.11 defaults to (700, 10, 10)
 # Tasks that stop once the sources stopped and what they published is handled.
-CONSUMER_TASKS = ("compute", "signals", "books", "scheduler", "prefetch", "prices")
+CONSUMER_TASKS = ("compute", "signals", "books", "scheduler", "prefetch", "prices", "ws")
 
 
 def tune_gc() -> None:
@@ -239,6 +239,8 @@ class Runtime:
             config = uvicorn.Config(
                 gate, log_config=None, access_log=False, lifespan="off",
                 timeout_graceful_shutdown=5,
+                # Per-message deflate costs tens of KB per WebSocket client.
+                ws_per_message_deflate=False, ws_max_size=1 << 20,
             )  # fmt: skip
             http = _Server(config)
             tasks["api"] = asyncio.create_task(http.serve(sockets=[sock]))
@@ -369,6 +371,13 @@ class Runtime:
                 security = api_security(s, store.engine)
                 closing.insert(0, security.close)
                 await bootstrap_admin(security.auth.service, s.bootstrap_admin_email)
+                ws_routes: list[APIRouter] = []
+                if "api" in self.roles:  # WebSocket clients go behind the balancer too
+                    ws_router, ws_feed = websocket(
+                        s, bus, queries, signal_queries, api_portfolio, security.auth
+                    )
+                    ws_routes.append(ws_router)
+                    tasks["ws"] = asyncio.create_task(ws_feed.run(self.stop_consumers))
                 gate.app = create_app(
                     queries, self.metrics, health, version=__version__,
                     jobs=lambda: list_jobs(job_runs, s.exchanges, portfolio_job_ids(s)),
@@ -378,6 +387,7 @@ class Runtime:
                         ledger_router(api_portfolio.ledger), api_portfolio.router(),
                         graphql_router(api_portfolio.ledger, api_portfolio.valuation,
                                        signal_queries, AUTHENTICATED),
+                        *ws_routes,
                     ],
                     auth=security.auth, rate_limiter=security.limiter, rate_tiers=security.tiers,
                     trusted_proxies=s.trusted_proxies, http=http_options(s),
