@@ -82,6 +82,18 @@ class Server:
     def logs(self) -> str:
         return self.log_path.read_text()
 
+    def auth(self, role: str = "admin", tenant: str = "default") -> dict[str, str]:
+        """Headers of a user of ``tenant`` with ``role``, made with the CLI on the
+        server's database when missing, then logged in over HTTP."""
+        email, password = f"{role}@{tenant}.e2e.test", "e2e-password-long-enough"
+        made = run_cli("user", "create", "--tenant", tenant, "--email", email, "--role", role,
+                       "--password", password, env=self.env)  # fmt: skip
+        assert made.returncode == 0 or "exists already" in made.stderr, made.stderr
+        with self.client() as client:
+            r = client.post("/api/v1/auth/login", json={"email": email, "password": password})
+        assert r.status_code == 200, r.text
+        return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
 
 def start_process(log_path: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     """``cryptodesk serve ARGS`` in the background, output to ``log_path``."""

@@ -113,8 +113,10 @@ def test_serve_streams_prefetches_and_reports_an_unknown_exchange(server_factory
         assert components["feed:nosuchex"]["status"] == "down"
         assert "unknown exchange 'nosuchex'" in components["feed:nosuchex"]["error"]
 
+        admin = server.auth("admin")
+
         def jobs() -> dict[str, Any] | None:
-            body = client.get("/api/v1/admin/jobs").json()
+            body = client.get("/api/v1/admin/jobs", headers=admin).json()
             by_id = {j["job"]: j for j in body["jobs"]}
             ok = by_id.get("tickers:binance", {}).get("outcome") == "ok"
             return by_id if ok and by_id["candles:binance"].get("outcome") else None

@@ -169,8 +169,9 @@ def test_a_golden_cross_survives_kill9_exactly_once(server_factory, backend, tmp
     second = server_factory(data, **settings)
     last = T0 + (FINALIZED - 1) * H
     wait_for(lambda: progress(db) == last, timeout=WAIT_S)
+    headers = second.auth("viewer")
     with second.client() as client:
-        api = client.get("/api/v1/signals", params={"kind": "golden_cross"}).json()
+        api = client.get("/api/v1/signals", params={"kind": "golden_cross"}, headers=headers).json()
     assert second.stop(signal.SIGTERM) == 0
 
     [(rule, kind, open_time, stored_values)] = stored_signals(db)
