@@ -1,13 +1,16 @@
 """The API's cached ticker read against a bare FastAPI endpoint, with wrk on loopback.
 
 ``tickers_vs_bare_fastapi`` starts a real ``cryptodesk serve`` (embedded
-defaults, the simulated exchange, a free port on 127.0.0.1), waits until it
+defaults, the simulated exchange, a free port on 127.0.0.1, the event loop
+``serve`` picks: uvloop when installed), waits until it
 serves ``/api/v1/tickers?exchange=sim&symbol=BTC/USDT``, keeps the bytes of
 one answer and loads that URL with ``wrk -t2 -c64 -d10s --latency``. It then
 stops it, starts a bare FastAPI app under the same uvicorn options (uvloop,
 httptools, one worker, no access log) returning those bytes from one route,
 and loads it the same way. The value is the API's requests/s as a fraction
-of the bare app's; both p99 latencies are in the notes.
+of the bare app's; both p99 latencies are in the notes. The API answers
+this anonymous GET in its fast market-read layer (docs/http.md), with
+everything the full stack adds: rate limit, ETag, security headers, metrics.
 
 ``hygiene_overhead`` loads the bare app with and without the HTTP hygiene
 middlewares as configured by default (security headers, ETag, body limit;

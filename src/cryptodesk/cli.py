@@ -45,6 +45,13 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (overrides HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (overrides PORT; 0 = any free).")] = None,
     roles: Annotated[str, typer.Option(help="all, or a comma list of api,ingest,compute")] = "all",
+    loop: Annotated[
+        str,
+        typer.Option(
+            envvar="CRYPTODESK_EVENT_LOOP",
+            help="Event loop: auto (uvloop when installed), uvloop or asyncio.",
+        ),
+    ] = "auto",
 ) -> None:
     """Run the API, ingest and compute roles (all in one process by default)."""
     from cryptodesk import runtime
@@ -54,7 +61,8 @@ def serve(
     settings = settings_or_exit(host=host, port=port)
     configure_logging(settings.log_format, settings.log_level)
     try:
-        code = asyncio.run(runtime.serve(settings, runtime.parse_roles(roles)))
+        with asyncio.Runner(loop_factory=runtime.event_loop_factory(loop)) as runner:
+            code = runner.run(runtime.serve(settings, runtime.parse_roles(roles)))
     except StartupError as exc:
         fail(str(exc))
     raise typer.Exit(code)

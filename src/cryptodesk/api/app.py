@@ -19,9 +19,12 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cryptodesk.adapters.ratelimit.base import RateLimiter
+from cryptodesk.api.fast_reads import FastMarketReads, market_reads
 from cryptodesk.api.http_hygiene import (
+    CACHEABLE_PATHS,
     BodyLimitMiddleware,
     ETagMiddleware,
+    PathPrefixes,
     SecurityHeadersMiddleware,
     cors_options,
 )
@@ -31,6 +34,7 @@ from cryptodesk.api.problems import (
     internal_error,
     problem,
 )
+from cryptodesk.api.ratelimit import EXEMPT_PATHS as RATE_EXEMPT_PATHS
 from cryptodesk.api.ratelimit import RateLimitMiddleware, RateTiers, install_rate_limit_handler
 from cryptodesk.api.routes.admin import admin_router
 from cryptodesk.api.routes.auth import auth_router
@@ -74,10 +78,12 @@ def create_app(
     rate_tiers: RateTiers | None = None,
     trusted_proxies: str = "",
     http: HttpOptions = HttpOptions(),
+    fast_reads: bool = True,
 ) -> FastAPI:
     """The API; ``jobs`` lists the scheduled jobs (``GET /api/v1/admin/jobs``),
     ``reference_prices`` serves cached CoinGecko prices when assets are configured,
-    ``auth`` authenticates callers (without it only public routes answer)."""
+    ``auth`` authenticates callers (without it only public routes answer),
+    ``fast_reads`` answers anonymous market reads without FastAPI (api/fast_reads.py)."""
     app = FastAPI(
         title=title,
         version=version,
@@ -99,7 +105,8 @@ def create_app(
         app.include_router(router)
     install_problem_handlers(app)
     install_rate_limit_handler(app)
-    # Outermost last: CORS, security headers, metrics, rate limits, ETags, body limits.
+    # Outermost last: CORS, fast market reads, security headers, metrics, rate limits,
+    # ETags, body limits.
     app.add_middleware(
         BodyLimitMiddleware, max_bytes=http.max_body_bytes, path_limits=dict(http.upload_limits)
     )
@@ -116,10 +123,25 @@ def create_app(
         degraded=lambda: queries.cache_degraded,
     )
     app.add_middleware(SecurityHeadersMiddleware, hsts_seconds=http.hsts_seconds)
+    if fast_reads:
+        app.add_middleware(
+            FastMarketReads, reads=market_reads(queries), metrics=metrics,
+            handlers=app.exception_handlers, degraded=lambda: queries.cache_degraded,
+            public=lambda: _public_market_data(app),
+            security=lambda inner: SecurityHeadersMiddleware(inner, hsts_seconds=http.hsts_seconds),
+            limiter=rate_limiter, tier=rate_tiers.ip if rate_tiers is not None else None,
+            trusted_proxies=trusted_proxies,
+        )  # fmt: skip
     if cors := cors_options(http.cors_origins):
         app.add_middleware(CORSMiddleware, **cors)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _public_market_data(app: FastAPI) -> bool:
+    """Anonymous callers may read market data (as ``security.Permit`` decides it)."""
+    auth: Auth | None = getattr(app.state, "auth", None)
+    return auth is None or auth.public_market_data
 
 
 def create_health_app(
@@ -159,6 +181,10 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
 
     FastAPI documents a 422 for every route with parameters and labels every
     model ``application/json``; this API answers 400 problem+json instead.
+    The answers the edge gives on any route are added where they can occur:
+    400 for a malformed parameter or an unparsable body, 404 for an id that
+    names nothing, 413 over the body limit, 422 for a body that does not fit
+    its model, 429 over a rate limit, and the ETag and 304 of cacheable reads.
     """
     if app.openapi_schema is not None:
         return app.openapi_schema
@@ -171,15 +197,20 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     )
     problem_ref = "#/components/schemas/Problem"
     annotate_permissions(app, doc, problem_ref)
-    for path in doc.get("paths", {}).values():
-        for operation in path.values():
-            responses = operation.get("responses", {})
+    rate_limited = any(getattr(m, "cls", None) is RateLimitMiddleware for m in app.user_middleware)
+    cacheable = PathPrefixes(CACHEABLE_PATHS)
+    for path, item in doc.get("paths", {}).items():
+        for method, operation in item.items():
+            responses = operation.setdefault("responses", {})
             default_422 = responses.get("422", {}).get("content", {}).get("application/json", {})
             if default_422.get("schema", {}).get("$ref", "").endswith("/HTTPValidationError"):
-                if "requestBody" in operation:  # a body that does not fit its model
-                    responses["422"] = _problem_response(problem_ref, "Invalid request body.")
-                else:  # parameter errors are 400
-                    responses.pop("422")
+                responses.pop("422")
+            for status, description in _edge_answers(
+                operation, rate_limited=rate_limited and path not in RATE_EXEMPT_PATHS
+            ):
+                responses.setdefault(str(status), _problem_response(problem_ref, description))
+            if method == "get" and path in cacheable:
+                _document_etag(responses)
             for response in responses.values():
                 content = response.get("content", {})
                 body = content.get("application/json")
@@ -188,8 +219,73 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     schemas = doc.get("components", {}).get("schemas", {})
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
+    _plain_tuples(schemas)
     app.openapi_schema = doc
     return doc
+
+
+def _plain_tuples(node: Any) -> None:
+    """A tuple of like items (an order book level: ``[price, amount]``) as a
+    fixed-length array: ``items`` with pydantic's ``minItems``/``maxItems``.
+
+    Pydantic writes every tuple as ``prefixItems``, which OpenAPI 3.0 tools and
+    some 3.1 tools (schemathesis 4 among them) do not read; for like items the
+    two say the same.
+    """
+    if isinstance(node, dict):
+        prefix = node.get("prefixItems")
+        if isinstance(prefix, list) and prefix and "items" not in node and _alike(prefix):
+            node["items"] = node.pop("prefixItems")[0]
+        for value in node.values():
+            _plain_tuples(value)
+    elif isinstance(node, list):
+        for value in node:
+            _plain_tuples(value)
+
+
+def _alike(items: list[Any]) -> bool:
+    return all(item == items[0] for item in items)
+
+
+def _edge_answers(operation: dict[str, Any], *, rate_limited: bool) -> list[tuple[int, str]]:
+    """(status, description) of the errors the framework and middlewares give
+    ``operation`` whatever its route does."""
+    parameters = operation.get("parameters", [])
+    has_body = "requestBody" in operation
+    answers = []
+    if has_body or any(_can_be_malformed(p) for p in parameters):
+        answers.append((400, _BAD_REQUEST))
+    if any(p.get("in") == "path" for p in parameters):
+        answers.append((404, "Nothing of this tenant has that id (or no route has that path)."))
+    if has_body:
+        answers.append((413, "The request body is larger than the limit (`errors` names `body`)."))
+        answers.append((422, "A body field is missing, unknown or of the wrong type."))
+    if rate_limited:
+        answers.append((429, "Too many requests: see `Retry-After` (docs/rate-limits.md)."))
+    return answers
+
+
+def _document_etag(responses: dict[str, Any]) -> None:
+    """The ETag layer's part in a cacheable read (docs/http.md): answers to requests
+    without credentials carry an ``ETag``; a matching ``If-None-Match`` gets a 304."""
+    responses.setdefault(
+        "304", {"description": "Not modified: `If-None-Match` names the body's `ETag`."}
+    )
+
+
+def _can_be_malformed(parameter: dict[str, Any]) -> bool:
+    """Any query or header parameter can be; a path segment only when its schema
+    asks more of it than being text."""
+    schema = parameter.get("schema", {})
+    if parameter.get("in") != "path" or schema.get("type") != "string":
+        return True
+    return any(key not in ("type", "title", "description") for key in schema)
+
+
+_BAD_REQUEST = (
+    "A parameter is malformed, out of range or of the wrong type (`errors` names it), "
+    "or the body cannot be read."
+)
 
 
 def _problem_response(ref: str, description: str) -> dict[str, Any]:

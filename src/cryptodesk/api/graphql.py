@@ -25,6 +25,7 @@ There are no mutations and no subscriptions: writes stay on the REST routes.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable, Coroutine
 from functools import partial
 from typing import Any, Final
@@ -309,7 +310,11 @@ def graphql_router(
 
     # A default, not Annotated: annotations are strings that FastAPI resolves in the
     # module's namespace, where ``principal`` (a local) is not.
-    async def context(caller: Principal = Depends(principal)) -> GraphQLContext:  # noqa: B008
+    async def context(
+        request: Request,
+        caller: Principal = Depends(principal),  # noqa: B008
+    ) -> GraphQLContext:
+        await _json_body_is_a_request(request)
         return GraphQLContext(caller, ledger, valuation, signals)
 
     router: GraphQLRouter[GraphQLContext, None] = GraphQLRouter(
@@ -347,6 +352,19 @@ _REQUEST_BODY: Final = {
         },
     }
 }
+
+
+async def _json_body_is_a_request(request: Request) -> None:
+    """A body that is not JSON, or JSON but no object (``null``, a number, a
+    string): a 400 naming ``body``. Strawberry fails (500) on both."""
+    if "application/json" not in request.headers.get("content-type", "").lower():
+        return  # strawberry refuses other media types itself
+    try:
+        data = json.loads(await request.body())
+    except ValueError:  # bytes that are not UTF-8 would fail strawberry too
+        raise DomainError("Unable to parse request body as JSON", field="body") from None
+    if not isinstance(data, dict | list):  # a list is a batch, which strawberry refuses
+        raise DomainError("the body must be a JSON object with a `query`", field="body")
 
 
 class _GraphQLRoute(APIRoute):

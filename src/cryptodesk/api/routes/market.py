@@ -86,13 +86,23 @@ def served_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {**_SERVED, **problem_responses(*statuses)}
 
 
-def mark_freshness(response: Response, served: Iterable[Freshness]) -> None:
-    """Set the freshness headers for the values in one answer."""
+def freshness_headers(served: Iterable[Freshness]) -> dict[str, str]:
+    """The freshness headers for the values in one answer, in the order they are sent."""
     items = list(served)
     ages = [f.age_ms for f in items if f.age_ms is not None]
-    if ages:
-        response.headers[AGE_HEADER] = str(max(ages) // 1000)
-    response.headers[STALE_HEADER] = "true" if any(f.stale for f in items) else "false"
+    headers = {AGE_HEADER: str(max(ages) // 1000)} if ages else {}
+    headers[STALE_HEADER] = "true" if any(f.stale for f in items) else "false"
+    return headers
+
+
+def mark_freshness(response: Response, served: Iterable[Freshness]) -> None:
+    """Set the freshness headers for the values in one answer."""
+    response.headers.update(freshness_headers(served))
+
+
+def no_book(exchange: str, symbol: str) -> NoData:
+    """The 404 of a configured market whose order book has not arrived yet."""
+    return NoData(f"no order book received yet for {symbol} on {exchange}")
 
 
 Exchange = Annotated[str, Query(description="Exchange id.", examples=["sim"], max_length=64)]
@@ -232,7 +242,7 @@ def market_router(queries: MarketQueries) -> APIRouter:
     ) -> OrderBookOut:
         book = await queries.orderbook(exchange, symbol, depth)
         if book is None:
-            raise NoData(f"no order book received yet for {symbol} on {exchange}")
+            raise no_book(exchange, symbol)
         mark_freshness(response, [book.freshness])
         return OrderBookOut.of(book.value, book.freshness)
 

@@ -26,6 +26,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Response
 
 from cryptodesk.api.ledger_problems import LedgerProblem, LedgerRoute
+from cryptodesk.api.routes.market import problem_responses
+from cryptodesk.api.schemas import Problem
 from cryptodesk.api.security import requires
 from cryptodesk.api.tenancy import Tenant
 from cryptodesk.domain.errors import DomainError
@@ -43,6 +45,18 @@ from cryptodesk.services.tax_reports import MEDIA_TYPES, TaxReportOptions, rende
 Method = Literal["fifo", "lifo", "hifo", "specific", "average", "uk"]
 Format = Literal["json", "csv", "pdf", "xlsx"]
 _CURRENCY = r"^[A-Z0-9]{2,16}$"
+
+
+# The report in the format asked for; ``format=json`` is an object.
+_TAX_REPORT: dict[str, Any] = {
+    "description": "The report; CSV, PDF and XLSX come as an attachment (`Content-Disposition`).",
+    "content": {
+        MEDIA_TYPES["json"]: {"schema": {"type": "object"}},
+        MEDIA_TYPES["csv"].split(";")[0]: {"schema": {"type": "string"}},
+        MEDIA_TYPES["pdf"]: {"schema": {"type": "string", "format": "binary"}},
+        MEDIA_TYPES["xlsx"]: {"schema": {"type": "string", "format": "binary"}},
+    },
+}
 
 
 def _day(text: str, name: str) -> date:
@@ -95,6 +109,7 @@ def portfolio_router(
         "/portfolio",
         summary="Valuation: totals, assets, positions, quotes",
         dependencies=[requires("portfolio:read")],
+        responses=problem_responses(503),
     )
     async def portfolio(tenant: Tenant) -> dict[str, Any]:
         return await view(tenant)
@@ -103,6 +118,7 @@ def portfolio_router(
         "/portfolio/positions",
         summary="Positions per account and asset",
         dependencies=[requires("portfolio:read")],
+        responses=problem_responses(503),
     )
     async def positions(tenant: Tenant) -> dict[str, Any]:
         body = await view(tenant)
@@ -113,6 +129,7 @@ def portfolio_router(
         "/portfolio/performance",
         summary="Time- and money-weighted returns",
         dependencies=[requires("portfolio:read")],
+        responses=problem_responses(400, 503),
     )
     async def performance_of(
         tenant: Tenant,
@@ -126,6 +143,7 @@ def portfolio_router(
         "/portfolio/reconciliation",
         summary="Ledger balances against reported ones",
         dependencies=[requires("portfolio:read")],
+        responses=problem_responses(400, 503),
     )
     async def reconciliation(
         tenant: Tenant,
@@ -147,6 +165,10 @@ def portfolio_router(
         "/accounts/{name}/sync",
         summary="Sync an exchange account now",
         dependencies=[requires("portfolio:sync")],
+        responses={
+            **problem_responses(400, 503),
+            404: {"model": Problem, "description": "No account of that name."},
+        },
     )
     async def sync_account(tenant: Tenant, name: str) -> dict[str, Any]:
         if await ledger.account(tenant, name) is None:
@@ -169,6 +191,7 @@ def portfolio_router(
         "/reports/tax",
         summary="Tax report: disposals, income, holdings",
         dependencies=[requires("reports:read")],
+        responses={200: _TAX_REPORT, **problem_responses(400, 503)},
     )
     async def tax_report(
         tenant: Tenant,
@@ -202,6 +225,7 @@ def portfolio_router(
         "/reports/pnl",
         summary="Daily PnL report of one UTC day",
         dependencies=[requires("reports:read")],
+        responses=problem_responses(400, 503),
     )
     async def pnl_report(
         tenant: Tenant,
