@@ -310,3 +310,12 @@ def test_volumes_are_shown_without_float_noise():
     assert volume_str(2.190990000000001) == "2.19099"
     assert volume_str(0.00000001) == "0.00000001"
     assert volume_str(146826.4034176) == "146826.4034176"
+
+
+async def test_answers_of_the_middlewares_are_counted_under_their_route() -> None:
+    h = Harness()
+    async with h.anonymous() as client:
+        r = await client.post("/api/v1/auth/login", content=b"x" * 1_100_000)
+        assert r.status_code == 413
+        text = (await client.get("/metrics")).text
+    assert 'route="/api/v1/auth/login",status="413"' in text

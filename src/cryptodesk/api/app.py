@@ -14,6 +14,7 @@ from typing import Any
 import structlog
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import iter_route_contexts
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -363,9 +364,10 @@ class RequestMetricsMiddleware:
         if isinstance(selected, str):
             return selected
         partial: str | None = None
-        for route in self._routes:
+        # Included routers are wrapped (FastAPI >= 0.16x); their contexts match like routes.
+        for route in iter_route_contexts(self._routes):
             match, _ = route.matches(scope)
-            path = getattr(route, "path", None)
+            path = getattr(route, "path_format", None)
             if match is Match.FULL and path is not None:
                 return str(path)
             if match is Match.PARTIAL and partial is None and path is not None:
