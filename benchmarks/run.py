@@ -36,6 +36,7 @@ MODULES = [
     "bench_cost_basis",
     "bench_tax_report",
     "bench_api",
+    "bench_ws",
 ]
 # Indicators measured against TA-Lib (vwap has no TA-Lib twin).
 _TALIB_TWINS = (
@@ -51,6 +52,7 @@ TARGETS: dict[str, str] = {
     "backtest/ma_cross_vs_backtesting_py": ">= 2x faster, same trades",
     "cost_basis/fifo_1m": ">= 300,000 transactions/s",
     "api/tickers_vs_bare_fastapi": ">= 0.8x bare FastAPI, p99 < 15 ms at 64 connections",
+    "ws/10k_clients_rss": "<= 512 MB peak RSS with 10,000 clients",
 }
 TARGET_VALUES = {
     "candle_builder/1_symbol_1_interval": 1_000_000.0,
@@ -61,9 +63,12 @@ TARGET_VALUES = {
     "backtest/ma_cross_vs_backtesting_py": 2.0,
     "cost_basis/fifo_1m": 300_000.0,
     "api/tickers_vs_bare_fastapi": 0.8,
+    "ws/10k_clients_rss": 512.0,
 }
 # Targets met when the median is at most the value (time ratios), not at least.
-LOWER_IS_BETTER = {name for name in TARGET_VALUES if name.startswith("indicators/vectorised/")}
+LOWER_IS_BETTER = {name for name in TARGET_VALUES if name.startswith("indicators/vectorised/")} | {
+    "ws/10k_clients_rss"
+}
 
 
 def machine() -> dict[str, Any]:

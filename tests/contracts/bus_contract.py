@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import pytest
+
 from cryptodesk.adapters.bus.base import Bus, Consumer, Message
 
 MARKETS = ["sim:BTC/USDT", "sim:ETH/USDT", "sim:SOL/USDT", "sim:XRP/USDT"]
@@ -194,6 +196,56 @@ class BusContract:
         got = await self.drain(late, len(sent))
         assert by_key(got) == {key: [v for k, v in sent if k == key] for key in MARKETS[:2]}
         await late.close()
+
+    async def test_a_new_group_can_start_at_the_end_and_then_keeps_its_place(
+        self, bus: Bus
+    ) -> None:
+        topic, group = self.unique_topic(), self.unique_group()
+        # Published before the group exists, one by one: tansu 0.6 (the Kafka of
+        # the tests) reports the end of a partition as the first offset of its last
+        # record batch plus one, so "latest" after a batch of several would start
+        # inside it; Kafka reports the true end.
+        for key, value in numbered(12, MARKETS):
+            await bus.publish(topic, key, value)
+        live = bus.consumer(topic, group=group, start="latest")
+        assert await live.fetch(10, timeout=self.quiet_timeout) == []
+        await bus.publish_many(topic, [(MARKETS[0], b"after-1"), (MARKETS[1], b"after-2")])
+        got = await self.drain(live, 2)
+        assert by_key(got) == {MARKETS[0]: [b"after-1"], MARKETS[1]: [b"after-2"]}
+        await live.ack(got)
+        await live.close()
+        # A later consumer goes on where the group is, "latest" or not: what came
+        # while none ran is delivered, on the keys the group never got before too.
+        away = [(key, f"away {key}".encode()) for key in MARKETS]
+        await bus.publish_many(topic, away)
+        again = bus.consumer(topic, group=group, start="latest")
+        assert sorted((m.key, m.value) for m in await self.drain(again, 4)) == sorted(away)
+        assert await again.fetch(10, timeout=self.quiet_timeout) == []
+        await again.close()
+
+    async def test_start_is_earliest_or_latest(self, bus: Bus) -> None:
+        with pytest.raises(ValueError, match="start must be 'earliest' or 'latest'"):
+            bus.consumer(self.unique_topic(), group=self.unique_group(), start="newest")  # type: ignore[arg-type]
+
+    async def test_a_deleted_group_starts_afresh(self, bus: Bus) -> None:
+        topic, group = self.unique_topic(), self.unique_group()
+        # A group behind keeps the messages retained (the memory bus trims what
+        # every group it knows has acked).
+        behind = bus.consumer(topic, group=self.unique_group())
+        sent = numbered(5, MARKETS[:1])
+        await bus.publish_many(topic, sent)
+        first = bus.consumer(topic, group=group)
+        got = await self.drain(first, len(sent))
+        await first.ack(got)
+        await first.close()
+        await bus.delete_group(topic, group)
+        await bus.delete_group(topic, group)  # a group already gone is no error
+        await bus.delete_group(topic, self.unique_group())  # nor one that never was
+        await bus.delete_group(self.unique_topic(), group)  # nor a topic never used
+        again = bus.consumer(topic, group=group)
+        assert [(m.key, m.value) for m in await self.drain(again, len(sent))] == sent
+        await again.close()
+        await behind.close()
 
     async def test_two_consumers_of_one_group_split_without_loss_or_duplication(
         self, bus: Bus

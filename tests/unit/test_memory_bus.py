@@ -263,3 +263,23 @@ async def test_max_lag_publisher_released_by_close():
         await asyncio.wait_for(blocked, 1)
     with pytest.raises(ValueError, match="max_lag"):
         MemoryBus(max_lag=0)
+
+
+async def test_a_group_with_a_live_consumer_is_not_deleted(bus: MemoryBus) -> None:
+    await bus.publish_many("trades", numbered(3, MARKETS[:1]))
+    live = bus.consumer("trades", group="g")
+    await live.ack((await live.fetch(10, timeout=0))[:1])
+    await bus.delete_group("trades", "g")
+    await live.close()
+    again = bus.consumer("trades", group="g")
+    assert values(await again.fetch(10, timeout=0)) == [b"1", b"2"]
+
+
+async def test_deleting_a_lagging_group_lets_the_log_be_trimmed(bus: MemoryBus) -> None:
+    await bus.publish_many("trades", numbered(4, MARKETS[:1]))
+    await bus.consumer("trades", group="gone").close()  # never acked anything
+    sink = bus.consumer("trades", group="sink")
+    await sink.ack(await sink.fetch(10, timeout=0))
+    assert bus.retained("trades") == 4
+    await bus.delete_group("trades", "gone")
+    assert bus.retained("trades") == 0

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
+import structlog
 
 from cryptodesk.adapters.bus.memory import MemoryBus
 from cryptodesk.api.routes.ws import WsRenderer
@@ -147,10 +148,13 @@ async def test_a_full_queue_closes_only_that_client():
     await rig.subscribe(fast, "trades:sim:BTC/USDT")
     ch = rig.hub.channels["trades:sim:BTC/USDT"]
     got = []
-    for i in range(5):
-        rig.hub.add_items(ch, [str(i)])
-        got.extend(f["data"] for f in sent(fast))
+    with structlog.testing.capture_logs() as logs:
+        for i in range(5):
+            rig.hub.add_items(ch, [str(i)])
+            got.extend(f["data"] for f in sent(fast))
     assert got == [[], [0], [1], [2], [3], [4]]
+    assert [(e["event"], e["log_level"], e["code"]) for e in logs] == [
+        ("websocket client too slow, closed", "warning", CLOSE_TOO_SLOW)]  # fmt: skip
     assert (slow.close_code, slow.close_reason) == (
         CLOSE_TOO_SLOW, "too slow: the outbound queue overflowed")  # fmt: skip
     assert not slow.queue
@@ -184,7 +188,11 @@ async def test_heartbeat_pings_and_closes_an_idle_client():
     rig = make_rig(idle_timeout=30.0)
     idle, alive = rig.hub.connect(), rig.hub.connect()
     idle.last_seen -= 31
-    rig.hub.heartbeat()
+    with structlog.testing.capture_logs() as logs:
+        rig.hub.heartbeat()
+    assert [(e["event"], e["code"]) for e in logs] == [
+        ("websocket client idle, closed", CLOSE_IDLE)
+    ]
     assert (idle.close_code, await idle.next()) == (CLOSE_IDLE, None)
     assert [f["type"] for f in sent(alive)] == ["ping"]
     assert rig.hub.stats.closed_idle == 1
@@ -241,6 +249,30 @@ async def test_feed_relays_new_trades_and_refreshes_the_ticker_they_move():
     await task
     assert await client.next() is None  # the hub closes its clients when the feed stops
     assert client.close_code == 1001
+
+
+async def test_feed_starts_at_the_end_of_the_bus_and_deletes_its_groups_when_it_stops():
+    rig = make_rig()
+    behind = rig.bus.consumer("trades", group="audit")  # keeps every trade retained
+    key = stream_key("sim", "BTC/USDT")
+    old, new = codec.encode_trade(trade(0)), codec.encode_trade(trade(1))
+    await rig.bus.publish("trades", key, old)  # before the feed: old news
+    feed = WsFeed(rig.hub, instance="t", ticker_poll_seconds=60.0, ticker_settle_seconds=0)
+    stop = asyncio.Event()
+    task = asyncio.create_task(feed.run(stop))
+    client = rig.hub.connect()
+    await rig.subscribe(client, "trades:sim:BTC/USDT")
+    assert await frame(client) == {"type": "snapshot", "channel": "trades:sim:BTC/USDT",
+                                   "seq": 0, "data": []}  # fmt: skip
+    await rig.bus.publish("trades", key, new)
+    delta = await frame(client)
+    assert (delta["seq"], [t["id"] for t in delta["data"]]) == (1, ["t1"])  # type: ignore[union-attr]
+    stop.set()
+    await task
+    # The feed's group is gone: a new one of that name starts afresh, at the oldest.
+    again = rig.bus.consumer("trades", group="ws-t")
+    assert [m.value for m in await again.fetch(10, timeout=0)] == [old, new]
+    await behind.close()
 
 
 async def test_feed_relays_the_newest_book_cut_to_depth(fed: Rig):

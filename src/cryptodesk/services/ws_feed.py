@@ -2,8 +2,11 @@
 
 Each API process reads the topics in a consumer group of its own
 (``ws-<instance>``), so every process sees every event (a broadcast, not a
-work queue), and skips what was on the bus before it started: snapshots come
-from the cache. Work is done only for channels someone subscribes to.
+work queue). The groups start at the end of each topic (``start="latest"``):
+what was on the bus before the process started is old news, and snapshots
+come from the cache. They end with the process: a clean stop deletes them, so
+the bus does not keep a position for every process that ever ran. Work is
+done only for channels someone subscribes to.
 
 - ``trades`` -> ``trades:EX:SYM`` (batches of trades) and the ticker trigger;
 - ``orderbooks`` -> ``book:EX:SYM`` (the newest book of a batch, cut to depth);
@@ -38,6 +41,7 @@ from cryptodesk.services.ws_hub import LATEST_STATE, TENANT_CHANNELS, WsHub, to_
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 TICKER_CATCH_UP_SECONDS = 2.0  # stop re-reading a cached ticker that never reaches a trade
+GROUP_DELETE_SECONDS = 5.0  # at shutdown: a bus that is away keeps the groups instead
 TENANT_TOPIC = "tenant-events"
 _encode = msgspec.json.Encoder().encode
 
@@ -99,6 +103,17 @@ class WsFeed:
                     tg.create_task(_every(self.tenant_poll_seconds, self._poll_tenants, stop))
         finally:
             self.hub.close_all()
+        await self._delete_groups([topic for topic, _ in feeds])
+
+    async def _delete_groups(self, topics: list[str]) -> None:
+        """Every consumer is closed now; nothing will resume these groups."""
+        try:
+            async with asyncio.timeout(GROUP_DELETE_SECONDS):
+                for topic in topics:
+                    await self.hub.bus.delete_group(topic, self.group)
+        except Exception as exc:  # the bus is away or closed: the groups stay behind
+            log.warning("websocket feed's bus groups not deleted", group=self.group,
+                        error=repr(exc))  # fmt: skip
 
     async def _stopping(self, stop: asyncio.Event) -> None:
         await stop.wait()
@@ -108,13 +123,9 @@ class WsFeed:
     async def _consume(
         self, topic: str, handle: Callable[[list[Message]], None], stop: asyncio.Event
     ) -> None:
-        consumer = self.hub.bus.consumer(topic, group=self.group, name=self.group)
+        bus = self.hub.bus
+        consumer = bus.consumer(topic, group=self.group, name=self.group, start="latest")
         try:
-            # What was published before this process started: snapshots cover it. (A
-            # Kafka member that is not assigned its partitions yet fetches nothing here,
-            # so there the backlog is relayed: the bus lacks "start at the end".)
-            while skipped := await consumer.fetch(self.batch_size, timeout=0):
-                await consumer.ack(skipped)
             while not stop.is_set():
                 messages = await consumer.fetch(self.batch_size, timeout=0.2)
                 if messages:

@@ -184,6 +184,8 @@ class WsClient:
             return
         if len(self.queue) >= self._limit:
             self._stats.closed_too_slow += 1
+            log.warning("websocket client too slow, closed", code=CLOSE_TOO_SLOW,
+                        queue_size=self._limit, subscriptions=len(self.subscriptions))  # fmt: skip
             self.close(CLOSE_TOO_SLOW, "too slow: the outbound queue overflowed")
             return
         self.queue.append(item)
@@ -370,6 +372,7 @@ class WsHub:
         for client in list(self.clients):
             if now - client.last_seen > self.idle_timeout:
                 self.stats.closed_idle += 1
+                log.info("websocket client idle, closed", code=CLOSE_IDLE)
                 client.close(CLOSE_IDLE, f"idle: nothing received for {self.idle_timeout:g} s")
             else:
                 client.send(ping)

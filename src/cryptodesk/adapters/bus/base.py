@@ -16,9 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 TOPICS = ("trades", "orderbooks", "candles", "signals", "alerts")
+
+# Where a consumer group without a committed position begins: at the oldest
+# retained message (every sink: nothing is missed), or at the end of the topic
+# (a live relay, such as the WebSocket feed: old news is not news).
+Start = Literal["earliest", "latest"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +68,27 @@ class Bus(Protocol):
         returns once the server has them all (waiting while it is unreachable)."""
         ...
 
-    def consumer(self, topic: str, *, group: str, name: str = "c1") -> Consumer:
-        """A consumer of ``topic`` in ``group``; a new group starts at the oldest message."""
+    def consumer(
+        self, topic: str, *, group: str, name: str = "c1", start: Start = "earliest"
+    ) -> Consumer:
+        """A consumer of ``topic`` in ``group``.
+
+        ``start`` matters only to a group that has no position in the topic yet:
+        ``"earliest"`` begins at the oldest retained message; ``"latest"`` skips
+        what was published before the consumer was made and delivers everything
+        published after its first ``fetch`` returned (what comes in between
+        depends on the engine). The group then keeps its position, so a later
+        consumer of it goes on from there either way.
+        """
+        ...
+
+    async def delete_group(self, topic: str, group: str) -> None:
+        """Forget ``group``'s position in ``topic``, once all its consumers are closed.
+
+        For groups that live as long as one process (a relay named after it), so
+        the server does not keep every past process's group. An unknown group is
+        no error. On Kafka a group spans topics: the whole group goes.
+        """
         ...
 
     async def ping(self) -> None:

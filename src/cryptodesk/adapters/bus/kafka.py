@@ -11,7 +11,11 @@
 * A consumer is an ``AIOKafkaConsumer`` in the group, with auto-commit off:
   offsets are committed only by ``ack``, i.e. after the sink wrote. ``close``
   leaves the group without committing, so whatever was fetched and not acked is
-  delivered again to the group's next consumer of that partition.
+  delivered again to the group's next consumer of that partition. With
+  ``start="latest"`` a partition without a committed offset begins at its end,
+  and that end is committed as soon as the partition is assigned, so the group
+  keeps its starting point (see ``kafka_consumer``). ``delete_group`` deletes
+  the whole Kafka group (DeleteGroups): a group id spans topics.
 * ``Message.position`` is ``partition * 2**40 + offset`` (see ``encode_position``),
   and ``ack`` decodes it back to (partition, offset).
 
@@ -61,11 +65,13 @@ from aiokafka.errors import (  # type: ignore[import-untyped]
     for_code,
 )
 
+from cryptodesk.adapters.bus.base import Start
 from cryptodesk.adapters.bus.kafka_client import (
     PROBE_SECONDS,
     BrokerUnavailable,
     abandon_producer,
     decode_position,
+    delete_group,
     describe,
     encode_position,
     stop_client,
@@ -443,25 +449,49 @@ class KafkaBus:
         self._stalled[token] = f"publish to {full} waiting: {reason}"
         log.warning("kafka publish to %s: %d records waiting, %s", full, waiting, reason)
 
-    def consumer(self, topic: str, *, group: str, name: str = "c1") -> KafkaConsumer:
+    def consumer(
+        self, topic: str, *, group: str, name: str = "c1", start: Start = "earliest"
+    ) -> KafkaConsumer:
         if self._closed:
             raise BusClosedError("the bus is closed")
-        consumer = KafkaConsumer(self, topic, group, name)
+        if start not in ("earliest", "latest"):
+            raise ValueError(f"start must be 'earliest' or 'latest', not {start!r}")
+        consumer = KafkaConsumer(self, topic, group, name, start)
         self._consumers.add(consumer)
         return consumer
+
+    async def delete_group(self, topic: str, group: str) -> None:
+        """Delete the Kafka group ``group`` (all its topics); waits out a lost
+        broker until the bus closes (then ``BusClosedError``)."""
+        delays = backoff_delays(self.retry_initial, self.retry_cap)
+        while True:
+            try:
+                admin, _ = await self._started()
+                async with asyncio.timeout(self.ping_timeout):
+                    await delete_group(admin, group)
+                return
+            except Exception as exc:
+                if not transient(exc):
+                    raise
+                log.warning("kafka delete of group %s failed: %s", group, describe(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), next(delays))
+            if self._closed:
+                raise BusClosedError("the bus closed before the group was deleted")
 
     def forget(self, consumer: KafkaConsumer) -> None:
         self._consumers.discard(consumer)
 
-    def consumer_options(self, group: str, name: str) -> dict[str, object]:
+    def consumer_options(self, group: str, name: str, start: Start) -> dict[str, object]:
         return {
             "bootstrap_servers": self.bootstrap_servers,
             "client_id": name,
             "group_id": group,
             "enable_auto_commit": False,
             # A group without committed offsets (new, or on a cluster that lost
-            # them) reads from the oldest message: nothing published is skipped.
-            "auto_offset_reset": "earliest",
+            # them) reads from the oldest message unless told to start at the end:
+            # by default nothing published is skipped.
+            "auto_offset_reset": start,
             **self._group_timings,
         }
 

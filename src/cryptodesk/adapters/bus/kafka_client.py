@@ -8,13 +8,18 @@ import logging
 
 # aiokafka ships no type information (no py.typed), so its names are Any here.
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # type: ignore[import-untyped]
+from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped]
 from aiokafka.errors import (  # type: ignore[import-untyped]
+    GroupIdNotFound,
     KafkaConnectionError,
     KafkaError,
     KafkaTimeoutError,
     KafkaUnavailableError,
+    NonEmptyGroup,
     UnknownError,
+    for_code,
 )
+from aiokafka.protocol.admin import DeleteGroupsRequest  # type: ignore[import-untyped]
 
 from cryptodesk.adapters.bus.memory import BusClosedError
 
@@ -65,6 +70,22 @@ def describe(exc: BaseException) -> str:
     """``Type: message`` (aiokafka's errors already start with their type)."""
     text, name = str(exc), type(exc).__name__
     return (text if text.startswith(name) else f"{name}: {text}" if text else name)[:300]
+
+
+async def delete_group(admin: AIOKafkaAdminClient, group: str) -> None:
+    """DeleteGroups for ``group`` at its coordinator; an unknown group is no error,
+    one that still has members is left and logged.
+
+    aiokafka's admin client has no method for it, hence its private ``_send_request``;
+    tests/integration/test_kafka_bus.py covers it against the installed version.
+    """
+    coordinator = await admin.find_coordinator(group)
+    response = await admin._send_request(DeleteGroupsRequest([group]), coordinator)
+    for name, code in response.results:
+        if code == NonEmptyGroup.errno:
+            log.warning("kafka group %s still has members; not deleted", name)
+        elif code not in (0, GroupIdNotFound.errno):
+            raise for_code(code)(f"deleting group {name}")
 
 
 _stopping: set[asyncio.Task[None]] = set()  # stops that outlived their wait

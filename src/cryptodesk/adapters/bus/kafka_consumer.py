@@ -23,7 +23,7 @@ from aiokafka.errors import (  # type: ignore[import-untyped]
     KafkaError,
 )
 
-from cryptodesk.adapters.bus.base import Message
+from cryptodesk.adapters.bus.base import Message, Start
 from cryptodesk.adapters.bus.kafka_client import (
     PROBE_SECONDS,
     decode_position,
@@ -92,29 +92,54 @@ class _Acks:
         return pending[0] if pending else self.top + 1
 
 
-class _ForgetOnRebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+class _OnRebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     """A rebalance re-reads each assigned partition from its committed offset, so
-    acks of messages delivered before it must not be committed afterwards."""
+    acks of messages delivered before it must not be committed afterwards.
 
-    def __init__(self, acks: dict[int, _Acks]) -> None:
+    With ``pin`` (the member of a ``start="latest"`` consumer), an assigned
+    partition without a committed offset gets its current end committed: Kafka
+    applies ``auto_offset_reset`` to every member that finds no offset, so without
+    it a partition moved to another member before anything was acked (or a
+    restarted member) would skip to the end again, past messages the group never
+    saw. ``pinned`` is set once the first assignment went through this.
+    """
+
+    def __init__(self, acks: dict[int, _Acks], pin: AIOKafkaConsumer | None) -> None:
         self._acks = acks
+        self._pin = pin
+        self.pinned = asyncio.Event()
 
     async def on_partitions_revoked(self, revoked: object) -> None:
         self._acks.clear()
 
-    async def on_partitions_assigned(self, assigned: object) -> None:
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self._acks.clear()
+        try:
+            if self._pin is not None:
+                kafka, offsets = self._pin, {}
+                for tp in assigned:
+                    if await kafka.committed(tp) is None:
+                        offsets[tp] = await kafka.position(tp)  # the end: nothing fetched yet
+                if offsets:
+                    await kafka.commit(offsets)
+        except (KafkaError, TimeoutError) as exc:  # the next assignment tries again
+            log.warning("kafka start offsets not committed: %s", describe(exc))
+        finally:
+            self.pinned.set()
 
 
 class KafkaConsumer:
     """A member of a consumer group on one topic; joins the group on first fetch,
     and again after losing the broker (see the module docstring)."""
 
-    def __init__(self, bus: KafkaBus, topic: str, group: str, name: str) -> None:
+    def __init__(
+        self, bus: KafkaBus, topic: str, group: str, name: str, start: Start = "earliest"
+    ) -> None:
         self._bus = bus
         self.topic = topic
         self.group = group
         self.name = name
+        self.start = start
         self._kafka: AIOKafkaConsumer | None = None
         self._starting = asyncio.Lock()
         self._acks: dict[int, _Acks] = {}
@@ -142,10 +167,14 @@ class KafkaConsumer:
             epoch = bus.epoch
             try:
                 full = await bus.ensure_topic(self.topic, verify=self._delays is not None)
-                kafka = AIOKafkaConsumer(**bus.consumer_options(self.group, self.name))
+                kafka = AIOKafkaConsumer(**bus.consumer_options(self.group, self.name, self.start))
                 self._acks.clear()
-                kafka.subscribe([full], listener=_ForgetOnRebalance(self._acks))
+                listener = _OnRebalance(self._acks, kafka if self.start == "latest" else None)
+                kafka.subscribe([full], listener=listener)
                 await kafka.start()
+                if self.start == "latest":  # the first fetch returns after the end is fixed
+                    async with asyncio.timeout(bus.ping_timeout):
+                        await listener.pinned.wait()
             except Exception as exc:
                 if kafka is not None:
                     await stop_client(kafka, bus.ping_timeout)

@@ -18,7 +18,9 @@ services are written against:
 * memory is bounded: entries every known group has committed are trimmed, and
   at most ``max_retained`` messages per topic are kept (the oldest go first,
   and a group that lagged further behind than that loses them, as with Kafka
-  retention). A group created later starts at the oldest retained message;
+  retention). A group created later starts at the oldest retained message,
+  or with ``start="latest"`` at the end of the log (when its first consumer is
+  made); ``delete_group`` forgets a group whose consumers are gone;
 * optional backpressure (``max_lag``): publishing waits while a group with live
   consumers is more than ``max_lag`` messages behind, so a producer faster than
   its consumers (the simulator at full speed) cannot queue without bound.
@@ -32,7 +34,7 @@ import zlib
 from collections import deque
 from collections.abc import Iterable, Sequence
 
-from cryptodesk.adapters.bus.base import Message
+from cryptodesk.adapters.bus.base import Message, Start
 
 DEFAULT_MAX_RETAINED = 1_000_000
 # Physical trimming copies the surviving tail of the list, so it waits until the
@@ -252,14 +254,17 @@ class MemoryConsumer:
 
     __slots__ = ("__weakref__", "_bus", "_closed", "_group", "_member", "_topic", "group", "name")
 
-    def __init__(self, bus: MemoryBus, topic: _Topic, group: str, name: str) -> None:
+    def __init__(
+        self, bus: MemoryBus, topic: _Topic, group: str, name: str, start: Start = "earliest"
+    ) -> None:
         self._bus = bus
         self._topic = topic
         self.group = group
         self.name = name
         state = topic.groups.get(group)
         if state is None:
-            state = topic.groups[group] = _Group(topic.base)
+            at = topic.offset + len(topic.log) if start == "latest" else topic.base
+            state = topic.groups[group] = _Group(at)
         self._group = state
         self._member = _Member(self)
         state.join(self._member)
@@ -370,8 +375,24 @@ class MemoryBus:
         if items:
             log.append(items)
 
-    def consumer(self, topic: str, *, group: str, name: str = "c1") -> MemoryConsumer:
-        return MemoryConsumer(self, self._topic(topic), group, name)
+    def consumer(
+        self, topic: str, *, group: str, name: str = "c1", start: Start = "earliest"
+    ) -> MemoryConsumer:
+        if start not in ("earliest", "latest"):
+            raise ValueError(f"start must be 'earliest' or 'latest', not {start!r}")
+        return MemoryConsumer(self, self._topic(topic), group, name, start)
+
+    async def delete_group(self, topic: str, group: str) -> None:
+        """Forget ``group`` in ``topic`` (so it no longer holds back trimming);
+        a group that still has live consumers is kept."""
+        t = self._topics.get(topic)
+        state = None if t is None else t.groups.get(group)
+        if t is None or state is None:
+            return
+        state.reap()
+        if not state.members:
+            del t.groups[group]
+            t.trim_committed()
 
     async def ping(self) -> None:
         if self.closed:

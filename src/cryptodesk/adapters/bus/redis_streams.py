@@ -7,7 +7,8 @@ One stream per topic, ``{stream_prefix}{topic}``; an entry has the fields
 that loses the oldest, as with Kafka retention.
 
 A consumer group is a Redis consumer group, created on the first fetch at "0"
-(a new group starts at the oldest retained entry). ``fetch`` reads, in order:
+(a new group starts at the oldest retained entry), or at "$" (the end) for
+``start="latest"``; ``delete_group`` is XGROUP DESTROY. ``fetch`` reads, in order:
 
 1. once per consumer object, this consumer name's own pending entries
    (XREADGROUP from "0"): what a previous process with the same name fetched
@@ -62,7 +63,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from cryptodesk.adapters.bus.base import Message
+from cryptodesk.adapters.bus.base import Message, Start
 from cryptodesk.adapters.bus.memory import BusClosedError
 from cryptodesk.adapters.redis_client import (
     UNAVAILABLE,
@@ -126,12 +127,15 @@ def _entries_of(reply: Any) -> list[Entry]:
 class RedisStreamsConsumer:
     """A member of a Redis consumer group on one topic; see the module docstring."""
 
-    def __init__(self, bus: RedisStreamsBus, topic: str, group: str, name: str) -> None:
+    def __init__(
+        self, bus: RedisStreamsBus, topic: str, group: str, name: str, start: Start = "earliest"
+    ) -> None:
         self._bus = bus
         self.topic = topic
         self.group = group
         self.name = name
         self._stream = bus.stream(topic)
+        self._start_id = "$" if start == "latest" else "0"
         self._group_ready = False
         self._backlog: str | None = "0"  # cursor in our own pending entries; None = done
         self._claim_cursor = "0-0"
@@ -264,14 +268,14 @@ class RedisStreamsConsumer:
     async def _in_group(self, call: Callable[[], Awaitable[T]]) -> T:
         """Run ``call`` with the group in place, creating it again if the stream vanished."""
         if not self._group_ready:
-            await self._bus.create_group(self._stream, self.group)
+            await self._bus.create_group(self._stream, self.group, self._start_id)
             self._group_ready = True
         try:
             return await call()
         except ResponseError as exc:
             if not str(exc).startswith("NOGROUP"):
                 raise
-        await self._bus.create_group(self._stream, self.group)
+        await self._bus.create_group(self._stream, self.group, self._start_id)
         return await call()
 
     async def _read(self, after: str, count: int, block: int | None) -> list[Entry]:
@@ -409,12 +413,29 @@ class RedisStreamsBus:
             raise BusClosedError("the bus is closed")
         return self.prefix + topic
 
-    async def create_group(self, stream: str, group: str) -> None:
+    async def create_group(self, stream: str, group: str, start_id: str = "0") -> None:
         try:
-            await self.client.xgroup_create(stream, group, id="0", mkstream=True)
+            await self.client.xgroup_create(stream, group, id=start_id, mkstream=True)
         except ResponseError as exc:
             if not str(exc).startswith("BUSYGROUP"):
                 raise
+
+    async def delete_group(self, topic: str, group: str) -> None:
+        """XGROUP DESTROY (waiting out a Redis outage until the bus closes)."""
+        stream = self.stream(topic)
+
+        async def destroy() -> None:
+            try:
+                await self.client.xgroup_destroy(stream, group)
+            except ResponseError as exc:  # no stream, so no group either
+                if "requires the key to exist" not in str(exc):
+                    raise
+
+        reconnect = Reconnect(f"bus delete group {stream} {group}")
+        try:
+            await until_available(destroy, reconnect, stopped=lambda: self._closed)
+        except UNAVAILABLE as exc:
+            raise BusClosedError("the bus closed while Redis was unreachable") from exc
 
     async def start(self) -> None:
         if self._closed:
@@ -458,8 +479,12 @@ class RedisStreamsBus:
             except UNAVAILABLE as exc:
                 raise BusClosedError("the bus closed while Redis was unreachable") from exc
 
-    def consumer(self, topic: str, *, group: str, name: str = "c1") -> RedisStreamsConsumer:
-        consumer = RedisStreamsConsumer(self, topic, group, name)
+    def consumer(
+        self, topic: str, *, group: str, name: str = "c1", start: Start = "earliest"
+    ) -> RedisStreamsConsumer:
+        if start not in ("earliest", "latest"):
+            raise ValueError(f"start must be 'earliest' or 'latest', not {start!r}")
+        consumer = RedisStreamsConsumer(self, topic, group, name, start)
         self._consumers.add(consumer)
         return consumer
 
