@@ -260,7 +260,7 @@ class Runtime:
                 gate, log_config=None, access_log=False, lifespan="off",
                 timeout_graceful_shutdown=5,
                 # Per-message deflate costs tens of KB per WebSocket client.
-                ws_per_message_deflate=False, ws_max_size=1 << 20,
+                ws_per_message_deflate=False, ws_max_size=1 << 20, ws="websockets-sansio",
             )  # fmt: skip
             http = _Server(config)
             tasks["api"] = asyncio.create_task(http.serve(sockets=[sock]))

@@ -37,8 +37,6 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import Any, Final
 
-from scipy.optimize import brentq  # type: ignore[import-untyped]
-
 from cryptodesk.domain.errors import DomainError
 from cryptodesk.portfolio.ledger import LedgerEntry, effective_entries
 from cryptodesk.portfolio.valuation import EXACT
@@ -242,6 +240,8 @@ def internal_rate(cash_flows: Sequence[tuple[int, Decimal]]) -> Rate:
     if not brackets:
         return Rate(None, "no rate of return between -63 % and +570 % a day solves the cash flows")
     a, b = min(brackets, key=lambda ab: min(abs(ab[0]), abs(ab[1])))
+    from scipy.optimize import brentq  # type: ignore[import-untyped]  # ~20 MB: on first use
+
     h = a if a == b else float(brentq(scaled_future_value, a, b, xtol=1e-16, maxiter=500))
     return Rate(_rounded(Decimal(repr(math.expm1(DAYS_PER_YEAR * h)))))
 

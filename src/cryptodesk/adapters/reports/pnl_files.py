@@ -32,8 +32,6 @@ from pathlib import Path
 from typing import Final
 
 import jinja2
-from openpyxl import Workbook  # type: ignore[import-untyped]
-from openpyxl.styles import Font  # type: ignore[import-untyped]
 
 from cryptodesk.domain.errors import DomainError
 from cryptodesk.portfolio.pnl_report import COLUMNS, PnlReport, summary_lines, table
@@ -98,6 +96,10 @@ def to_csv(report: PnlReport) -> bytes:
 
 
 def to_xlsx(report: PnlReport) -> bytes:
+    # openpyxl on first use: API processes that never write a workbook do not load it.
+    from openpyxl import Workbook  # type: ignore[import-untyped]
+    from openpyxl.styles import Font  # type: ignore[import-untyped]
+
     book = Workbook()
     sheet = book.active
     sheet.title = "PnL"

@@ -35,9 +35,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-from scipy.linalg import blas  # type: ignore[import-untyped]
-from scipy.signal import lfilter  # type: ignore[import-untyped]
 
+# scipy is imported on first use: its linalg and signal packages weigh ~80 MB,
+# which every API process would carry without ever computing an indicator.
 from cryptodesk.analytics.indicators.base import FloatArray, IndicatorError
 
 BLOCK = 16
@@ -77,6 +77,8 @@ def block_product(
     threads then fight SciPy's.
     """
     step = max(1, ONE_THREAD // max(weights.size for _, weights in terms))
+    from scipy.linalg import blas  # type: ignore[import-untyped]
+
     for start in range(0, len(out), step):
         stop = start + step
         target = out[start:stop].T
@@ -112,6 +114,8 @@ def smooth(u: FloatArray, a: float, b: float, y: float, out: FloatArray) -> floa
         # Each block from its own inputs, then the block ends chained, then each
         # block's carried-in value added.
         block_product(block, (u[:main].reshape(rows, BLOCK), weights))
+        from scipy.signal import lfilter  # type: ignore[import-untyped]
+
         ends = lfilter([1.0], [1.0, -carry], block[:, -1], zi=[carry * y])[0]
         starts = np.empty((rows, 1))
         starts[0] = y
@@ -156,6 +160,8 @@ class Recursion:
         _, powers, carry = _block_factors(self._a, self._b)
         y, out, rows = self._y0, self._out, len(self._ends)
         if rows:
+            from scipy.signal import lfilter
+
             ends = lfilter([1.0], [1.0, -carry], self._ends, zi=[carry * y])[0]
             starts = np.empty((rows, 1))
             starts[0] = y
