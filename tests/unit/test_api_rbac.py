@@ -33,7 +33,8 @@ from cryptodesk.config import load_settings
 from cryptodesk.domain.auth import PERMISSIONS, ROLE_PERMISSIONS, ROLES, Role
 from cryptodesk.portfolio_wiring import build_portfolio
 from cryptodesk.services.backtests import BacktestJobs
-from cryptodesk.services.signal_queries import RuleBook, SignalQueries
+from cryptodesk.services.signal_queries import SignalQueries
+from cryptodesk.services.signal_rules import RuleBook
 from tests.unit._auth import Logins, auth_service
 from tests.unit._fakes import Harness
 from tests.unit._ledger_api import CSV, import_csv, migrated_template

@@ -13,8 +13,9 @@ from typing import Any
 
 import structlog
 from fastapi import APIRouter, FastAPI
-from fastapi.openapi.utils import get_openapi
+from fastapi.openapi.utils import get_fields_from_routes, get_openapi
 from fastapi.routing import iter_route_contexts
+from pydantic import TypeAdapter
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -196,6 +197,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         routes=app.routes,
         tags=app.openapi_tags,
     )
+    _restore_example_nulls(app, doc)
     problem_ref = "#/components/schemas/Problem"
     annotate_permissions(app, doc, problem_ref)
     rate_limited = any(getattr(m, "cls", None) is RateLimitMiddleware for m in app.user_middleware)
@@ -287,6 +289,23 @@ _BAD_REQUEST = (
     "A parameter is malformed, out of range or of the wrong type (`errors` names it), "
     "or the body cannot be read."
 )
+
+
+def _restore_example_nulls(app: FastAPI, doc: dict[str, Any]) -> None:
+    """FastAPI encodes the document with ``exclude_none``, which also drops the
+    null fields of every example; put each model's own examples back."""
+    schemas = doc.get("components", {}).get("schemas", {})
+    for route_field in get_fields_from_routes(app.routes):
+        annotation = route_field.field_info.annotation
+        if annotation is None:
+            continue
+        for mode in ("validation", "serialization"):
+            full = TypeAdapter(annotation).json_schema(mode=mode)
+            own = {full["title"]: full} if "title" in full else {}
+            for name, schema in {**own, **full.get("$defs", {})}.items():
+                for component in (name, f"{name}-Input", f"{name}-Output"):
+                    if "examples" in schema and "examples" in schemas.get(component, {}):
+                        schemas[component]["examples"] = schema["examples"]
 
 
 def _problem_response(ref: str, description: str) -> dict[str, Any]:

@@ -47,6 +47,7 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from cryptodesk.adapters.db.engine import StorageError
+from cryptodesk.api import ledger_examples as ex
 from cryptodesk.api.graphql_types import (
     DEFAULT_FIRST,
     LONG,
@@ -347,10 +348,12 @@ _REQUEST_BODY: Final = {
                         "variables": {"type": "object"},
                         "operationName": {"type": "string"},
                     },
-                }
+                },
+                "example": ex.GRAPHQL_QUERY,
             }
         },
-    }
+    },
+    "responses": {"200": {"content": {"application/json": {"example": ex.GRAPHQL_DATA}}}},
 }
 
 

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from cryptodesk.api import ledger_examples as ex
 from cryptodesk.domain.errors import DomainError
 from cryptodesk.domain.timeutil import parse_time, to_iso
 from cryptodesk.portfolio.accounts import Account, AccountSpec, Balance, ExchangeCredentials
@@ -52,6 +53,8 @@ class LotPickOut(_Out):
 
 class EntryIn(_In):
     """One ledger transaction. ``id`` is its natural key within the tenant."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [ex.ENTRY_IN]})
 
     id: str = Field(examples=["t-2024-0001"], max_length=128)
     timestamp: str = Field(
@@ -113,6 +116,8 @@ class EntryIn(_In):
 class EntryData(_Out):
     """An entry's fields, as stored."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [ex.ENTRY, ex.REVERSAL]})
+
     id: str = Field(examples=["t-2024-0001"])
     timestamp: str = Field(examples=["2024-05-01T12:00:00.000Z"])
     timestamp_ms: int = Field(examples=[1714564800000])
@@ -156,6 +161,8 @@ class EntryData(_Out):
 class EntryOut(EntryData):
     """A stored entry with its place in the tenant's hash chain."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [ex.STORED_ENTRY]})
+
     seq: int = Field(examples=[1], description="Position in the tenant's hash chain, from 1.")
     hash: str = Field(
         examples=["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"],
@@ -168,6 +175,8 @@ class EntryOut(EntryData):
 
 
 class EntriesPage(_Out):
+    model_config = ConfigDict(json_schema_extra={"examples": [ex.ENTRIES_PAGE]})
+
     entries: list[EntryOut] = Field(description="In chain order (seq ascending).")
     next_cursor: str | None = Field(
         examples=[None], description="Pass as `cursor` (same filters) for the next page."
@@ -175,6 +184,8 @@ class EntriesPage(_Out):
 
 
 class ReverseIn(_In):
+    model_config = ConfigDict(json_schema_extra={"examples": [ex.REVERSE_IN]})
+
     id: str | None = Field(
         None, description="The reversal's id (default: derived from the original's).",
         max_length=128,
@@ -183,6 +194,8 @@ class ReverseIn(_In):
 
 
 class ImportOut(_Out):
+    model_config = ConfigDict(json_schema_extra={"examples": [ex.IMPORTED]})
+
     added: int = Field(examples=[120], description="Entries appended to the chain.")
     skipped: int = Field(examples=[3], description="Already stored (same id or exchange id).")
 
@@ -203,6 +216,8 @@ class BrokenLinkOut(_Out):
 
 
 class VerifyOut(_Out):
+    model_config = ConfigDict(json_schema_extra={"examples": [ex.VERIFIED, ex.BROKEN]})
+
     ok: bool = Field(examples=[True])
     entries: int = Field(examples=[1250], description="Stored entries examined.")
     first_broken: BrokenLinkOut | None = Field(
@@ -232,6 +247,8 @@ class ExchangeAccountIn(_AccountIn):
     """An exchange account; with ``api_key`` and ``secret`` it can be synced.
 
     The credentials are encrypted at rest and never returned by any route."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [ex.EXCHANGE_ACCOUNT_IN]})
 
     kind: Literal["exchange"]
     exchange: str = Field(examples=["binance"], description="ccxt exchange id.", max_length=32)
@@ -266,6 +283,8 @@ class ExchangeAccountIn(_AccountIn):
 class WalletAccountIn(_AccountIn):
     """An on-chain wallet; its balances are entered (``PUT .../balances``) or synced."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [ex.WALLET_ACCOUNT_IN]})
+
     kind: Literal["wallet"]
     chain: str = Field(examples=["bitcoin"], max_length=32)
     address: str = Field(examples=["bc1qxy2kgdygjrsqtzq2n0yrf2493p83kkfjhx0wlh"], max_length=256)
@@ -279,6 +298,8 @@ class WalletAccountIn(_AccountIn):
 class ManualAccountIn(_AccountIn):
     """Any other place assets are held (a broker, cash); fed by imports and entries."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [ex.MANUAL_ACCOUNT_IN]})
+
     kind: Literal["manual"]
 
     def to_spec(self) -> AccountSpec:
@@ -291,6 +312,8 @@ AccountIn = Annotated[
 
 
 class AccountOut(_Out):
+    model_config = ConfigDict(json_schema_extra={"examples": [ex.ACCOUNT]})
+
     name: str = Field(examples=["binance-main"])
     kind: Literal["exchange", "wallet", "manual"] = Field(examples=["exchange"])
     exchange: str | None = Field(examples=["binance"])
@@ -311,10 +334,14 @@ class AccountOut(_Out):
 
 
 class AccountsOut(_Out):
+    model_config = ConfigDict(json_schema_extra={"examples": [ex.ACCOUNTS]})
+
     accounts: list[AccountOut] = Field(description="By name.")
 
 
 class BalancesIn(_In):
+    model_config = ConfigDict(json_schema_extra={"examples": [ex.BALANCES_IN]})
+
     balances: dict[str, str] = Field(
         examples=[{"BTC": "0.5", "ETH": "12.25"}],
         description="Asset -> amount held (decimal string, zero or more).",
@@ -344,5 +371,7 @@ class BalanceOut(_Out):
 
 
 class BalancesOut(_Out):
+    model_config = ConfigDict(json_schema_extra={"examples": [ex.BALANCES]})
+
     account: str = Field(examples=["cold-wallet"])
     balances: list[BalanceOut] = Field(description="The latest reported per asset, by asset.")

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cryptodesk.api import examples as ex
 from cryptodesk.domain.market import Candle, Market, OrderBook, Ticker
 from cryptodesk.domain.timeutil import to_iso
 from cryptodesk.observability.health import ComponentHealth
@@ -80,6 +81,8 @@ def known_age(f: Freshness) -> float:
 
 
 class MarketOut(_Model):
+    model_config = ConfigDict(json_schema_extra={"examples": [ex.MARKET]})
+
     exchange: str = Field(examples=["sim"])
     symbol: str = Field(examples=["BTC/USDT"])
     base: str = Field(examples=["BTC"])
@@ -113,10 +116,14 @@ class MarketOut(_Model):
 
 
 class MarketsResponse(_Model):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"markets": [ex.MARKET]}]})
+
     markets: list[MarketOut]
 
 
 class TickerOut(_Model):
+    model_config = ConfigDict(json_schema_extra={"examples": [ex.TICKER]})
+
     exchange: str = Field(examples=["sim"])
     symbol: str = Field(examples=["BTC/USDT"])
     time: str = Field(examples=["2024-05-01T12:00:00.000Z"], description="Last trade time.")
@@ -153,10 +160,14 @@ class TickerOut(_Model):
 
 
 class TickersResponse(_Model):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"tickers": [ex.TICKER]}]})
+
     tickers: list[TickerOut]
 
 
 class CandleOut(_Model):
+    model_config = ConfigDict(json_schema_extra={"examples": [ex.CANDLE]})
+
     open_time: str = Field(examples=["2024-05-01T12:00:00.000Z"])
     open_time_ms: int = Field(examples=[1714564800000])
     open: str = Field(examples=["67000.1"])
@@ -185,6 +196,8 @@ class CandleOut(_Model):
 
 
 class CandlesResponse(_Model):
+    model_config = ConfigDict(json_schema_extra={"examples": [ex.CANDLES]})
+
     exchange: str = Field(examples=["sim"])
     symbol: str = Field(examples=["BTC/USDT"])
     interval: str = Field(examples=["1m"])
@@ -206,6 +219,8 @@ class CandlesResponse(_Model):
 
 
 class OrderBookOut(_Model):
+    model_config = ConfigDict(json_schema_extra={"examples": [ex.ORDER_BOOK]})
+
     exchange: str = Field(examples=["sim"])
     symbol: str = Field(examples=["ETH/USDT"])
     time: str = Field(examples=["2024-05-01T12:00:00.000Z"])
@@ -236,6 +251,8 @@ class OrderBookOut(_Model):
 
 
 class Liveness(_Model):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ok"}]})
+
     status: Literal["ok"] = "ok"
 
 
@@ -264,6 +281,8 @@ class ComponentOut(_Model):
 
 
 class Readiness(_Model):
+    model_config = ConfigDict(json_schema_extra={"examples": [ex.READINESS]})
+
     status: Literal["ready", "degraded", "not_ready"] = Field(
         examples=["ready"], description="degraded: an optional component (the cache) is down."
     )

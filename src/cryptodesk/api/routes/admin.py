@@ -12,6 +12,7 @@ from typing import Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
+from cryptodesk.api import examples as ex
 from cryptodesk.api.routes.market import problem_responses
 from cryptodesk.api.security import requires
 from cryptodesk.domain.jobs import JobStatus
@@ -23,7 +24,7 @@ def _iso(ts: int | None) -> str | None:
 
 
 class JobOut(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, json_schema_extra={"examples": [ex.JOB]})
 
     job: str = Field(examples=["candles:binance"], description="KIND:EXCHANGE.")
     outcome: Literal["ok", "failed", "skipped"] | None = Field(
@@ -57,7 +58,7 @@ class JobOut(BaseModel):
 
 
 class JobsResponse(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, json_schema_extra={"examples": [{"jobs": [ex.JOB]}]})
 
     jobs: list[JobOut]
 

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from cryptodesk.adapters.db.auth_store import ApiKeyRow, AuditRow, UserRow
+from cryptodesk.api import examples as ex
 from cryptodesk.api.routes.market import problem_responses
 from cryptodesk.api.security import CurrentPrincipal, origin_of, requires
 from cryptodesk.domain.auth import PERMISSIONS, PermissionDenied, Role
@@ -30,15 +31,21 @@ class _Strict(BaseModel):
 
 
 class LoginIn(_Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [ex.LOGIN]})
+
     email: str = Field(max_length=254, examples=["ana@acme.test"])
     password: str = Field(max_length=256, examples=["correct horse battery staple"])
 
 
 class RefreshIn(_Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"refresh_token": ex.REFRESH_TOKEN}]})
+
     refresh_token: str = Field(max_length=200)
 
 
 class TokenOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [ex.TOKENS]})
+
     access_token: str
     refresh_token: str
     token_type: Literal["bearer"] = "bearer"
@@ -46,6 +53,8 @@ class TokenOut(BaseModel):
 
 
 class MeOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [ex.ME]})
+
     tenant: str
     user_id: str
     email: str
@@ -56,14 +65,20 @@ class MeOut(BaseModel):
 
 
 class RevokeAllIn(_Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [{}, {"user_id": ex.USER_ID}]})
+
     user_id: str | None = Field(None, description="Another user of the tenant (admins only).")
 
 
 class RevokedOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"refresh_tokens_revoked": 3}]})
+
     refresh_tokens_revoked: int
 
 
 class ApiKeyIn(_Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [ex.API_KEY_IN]})
+
     name: str = Field(min_length=1, max_length=64, examples=["grafana"])
     scopes: list[str] = Field(
         min_length=1, max_length=len(PERMISSIONS), examples=[["market:read", "portfolio:read"]]
@@ -72,6 +87,8 @@ class ApiKeyIn(_Strict):
 
 
 class ApiKeyOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [ex.API_KEY]})
+
     id: str
     name: str
     prefix: str
@@ -84,20 +101,28 @@ class ApiKeyOut(BaseModel):
 
 
 class NewApiKeyOut(ApiKeyOut):
+    model_config = ConfigDict(json_schema_extra={"examples": [ex.NEW_API_KEY]})
+
     key: str = Field(description="The key itself: shown this once, stored only as a hash.")
 
 
 class UserIn(_Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [ex.NEW_USER]})
+
     email: str = Field(max_length=254)
     password: str = Field(min_length=12, max_length=256)
     role: Role
 
 
 class RoleIn(_Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"role": "manager"}]})
+
     role: Role
 
 
 class UserOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [ex.USER]})
+
     id: str
     email: str
     role: str
@@ -106,6 +131,8 @@ class UserOut(BaseModel):
 
 
 class AuditOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [ex.AUDIT_EVENT]})
+
     seq: int
     ts: str
     event: str
@@ -117,6 +144,8 @@ class AuditOut(BaseModel):
 
 
 class AuditPage(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [ex.AUDIT_PAGE]})
+
     events: list[AuditOut]
     next_cursor: str | None
 

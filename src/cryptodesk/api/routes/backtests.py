@@ -19,6 +19,7 @@ from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from cryptodesk.analytics.backtest import BacktestConfig, Sizing
+from cryptodesk.api import examples as ex
 from cryptodesk.api.routes.market import problem_responses
 from cryptodesk.api.security import requires
 from cryptodesk.api.tenancy import Tenant
@@ -30,7 +31,7 @@ PREFIX = "/api/v1/backtests"
 
 
 class BacktestIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [ex.BACKTEST_IN]})
 
     strategy: str = Field(examples=["ma_cross"], description="A built-in strategy.")
     params: dict[str, int | float | bool | str] = Field(
@@ -71,7 +72,9 @@ class BacktestIn(BaseModel):
 
 
 class BacktestOut(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(
+        frozen=True, json_schema_extra={"examples": [ex.BACKTEST_QUEUED, ex.BACKTEST_DONE]}
+    )
 
     id: str = Field(examples=["5f0c..."])
     status: Literal["queued", "running", "done", "failed"]

@@ -28,6 +28,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from cryptodesk.adapters.files.ledger_csv import LedgerFileError, parse_ledger
+from cryptodesk.api import ledger_examples as ex
 from cryptodesk.api.ledger_problems import LedgerRoute, conflict
 from cryptodesk.api.ledger_schemas import (
     AccountIn,
@@ -111,7 +112,7 @@ _CSV_BODY: Final = {
         "required": True,
         "description": "A ledger CSV (docs/ledger-format.md) or a Binance, Coinbase or "
         "Kraken export, as `text/csv` (UTF-8 unless a charset is given).",
-        "content": {"text/csv": {"schema": {"type": "string"}}},
+        "content": {"text/csv": {"schema": {"type": "string"}, "example": ex.LEDGER_CSV}},
     }
 }
 

@@ -25,6 +25,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
 
+from cryptodesk.api import ledger_examples as ex
 from cryptodesk.api.ledger_problems import LedgerProblem, LedgerRoute
 from cryptodesk.api.routes.market import problem_responses
 from cryptodesk.api.schemas import Problem
@@ -51,12 +52,17 @@ _CURRENCY = r"^[A-Z0-9]{2,16}$"
 _TAX_REPORT: dict[str, Any] = {
     "description": "The report; CSV, PDF and XLSX come as an attachment (`Content-Disposition`).",
     "content": {
-        MEDIA_TYPES["json"]: {"schema": {"type": "object"}},
+        MEDIA_TYPES["json"]: {"schema": {"type": "object"}, "example": ex.TAX_REPORT},
         MEDIA_TYPES["csv"].split(";")[0]: {"schema": {"type": "string"}},
         MEDIA_TYPES["pdf"]: {"schema": {"type": "string", "format": "binary"}},
         MEDIA_TYPES["xlsx"]: {"schema": {"type": "string", "format": "binary"}},
     },
 }
+
+
+def _example(body: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
+    """The documented 200 of a route that answers a plain JSON object."""
+    return {200: {"content": {"application/json": {"example": body}}}}
 
 
 def _day(text: str, name: str) -> date:
@@ -109,7 +115,7 @@ def portfolio_router(
         "/portfolio",
         summary="Valuation: totals, assets, positions, quotes",
         dependencies=[requires("portfolio:read")],
-        responses=problem_responses(503),
+        responses={**_example(ex.PORTFOLIO), **problem_responses(503)},
     )
     async def portfolio(tenant: Tenant) -> dict[str, Any]:
         return await view(tenant)
@@ -118,7 +124,7 @@ def portfolio_router(
         "/portfolio/positions",
         summary="Positions per account and asset",
         dependencies=[requires("portfolio:read")],
-        responses=problem_responses(503),
+        responses={**_example(ex.POSITIONS), **problem_responses(503)},
     )
     async def positions(tenant: Tenant) -> dict[str, Any]:
         body = await view(tenant)
@@ -129,7 +135,7 @@ def portfolio_router(
         "/portfolio/performance",
         summary="Time- and money-weighted returns",
         dependencies=[requires("portfolio:read")],
-        responses=problem_responses(400, 503),
+        responses={**_example(ex.PERFORMANCE), **problem_responses(400, 503)},
     )
     async def performance_of(
         tenant: Tenant,
@@ -143,7 +149,7 @@ def portfolio_router(
         "/portfolio/reconciliation",
         summary="Ledger balances against reported ones",
         dependencies=[requires("portfolio:read")],
-        responses=problem_responses(400, 503),
+        responses={**_example(ex.RECONCILIATION), **problem_responses(400, 503)},
     )
     async def reconciliation(
         tenant: Tenant,
@@ -166,6 +172,7 @@ def portfolio_router(
         summary="Sync an exchange account now",
         dependencies=[requires("portfolio:sync")],
         responses={
+            **_example(ex.SYNC),
             **problem_responses(400, 503),
             404: {"model": Problem, "description": "No account of that name."},
         },
@@ -225,7 +232,7 @@ def portfolio_router(
         "/reports/pnl",
         summary="Daily PnL report of one UTC day",
         dependencies=[requires("reports:read")],
-        responses=problem_responses(400, 503),
+        responses={**_example(ex.PNL_REPORT), **problem_responses(400, 503)},
     )
     async def pnl_report(
         tenant: Tenant,

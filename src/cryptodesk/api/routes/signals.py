@@ -12,11 +12,12 @@ values are JSON numbers (float64 analytics, not money), null while warming up.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Final, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Body, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from cryptodesk.api import examples as ex
 from cryptodesk.api.routes.market import (
     Exchange,
     OptionalExchange,
@@ -32,12 +33,22 @@ from cryptodesk.domain.timeutil import to_iso
 from cryptodesk.services.signal_queries import MAX_SIGNAL_LIMIT, SignalQueries
 from cryptodesk.services.signal_rules import EffectiveRules, SignalRuleConfig, SignalRuleSet
 
+# The rule set's model lives in services; the document's PUT example lives here.
+_RULE_SET_EXAMPLES: Final[dict[str, Any]] = {
+    "cross_and_rsi": {
+        "summary": "A golden cross on BTC hourly candles and RSI extremes everywhere",
+        "value": {"rules": ex.SIGNAL_RULES},
+    }
+}
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True)
 
 
 class SignalOut(_Model):
+    model_config = ConfigDict(json_schema_extra={"examples": [ex.SIGNAL]})
+
     rule: str = Field(examples=["btc-golden"])
     kind: str = Field(examples=["golden_cross"])
     exchange: str = Field(examples=["sim"])
@@ -69,6 +80,10 @@ class SignalOut(_Model):
 
 
 class SignalsResponse(_Model):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"signals": [ex.SIGNAL], "next_cursor": "1714564800000"}]}
+    )
+
     signals: list[SignalOut] = Field(description="Oldest first.")
     next_cursor: str | None = Field(
         examples=[None], description="Pass as `cursor` (same filters) for the next page."
@@ -76,6 +91,8 @@ class SignalsResponse(_Model):
 
 
 class SignalRulesResponse(_Model):
+    model_config = ConfigDict(json_schema_extra={"examples": [ex.RULES_RESPONSE]})
+
     source: Literal["settings", "database"] = Field(
         description="settings: the configuration file's `signal_rules` (never PUT yet); "
         "database: the set last PUT."
@@ -95,6 +112,8 @@ class SignalRulesResponse(_Model):
 
 
 class IndicatorsResponse(_Model):
+    model_config = ConfigDict(json_schema_extra={"examples": [ex.INDICATORS]})
+
     exchange: str = Field(examples=["sim"])
     symbol: str = Field(examples=["BTC/USDT"])
     interval: str = Field(examples=["1h"])
@@ -143,7 +162,9 @@ def signals_router(queries: SignalQueries) -> APIRouter:
             "from the next closed candle with its indicators rebuilt from stored candles."
         ),
     )
-    async def put_rules(body: SignalRuleSet) -> SignalRulesResponse:
+    async def put_rules(
+        body: Annotated[SignalRuleSet, Body(openapi_examples=_RULE_SET_EXAMPLES)],
+    ) -> SignalRulesResponse:
         return SignalRulesResponse.of(await queries.replace_rules(body))
 
     @router.get(
