@@ -18,8 +18,9 @@ import pytest_asyncio
 import structlog
 from redis.asyncio import Redis
 
-from cryptodesk.adapters.ratelimit import RateLimiter, RedisRateLimiter, Tier, open_rate_limiter
+from cryptodesk.adapters.ratelimit import RateLimiter, Tier, open_rate_limiter
 from cryptodesk.adapters.ratelimit.memory import MemoryRateLimiter
+from cryptodesk.adapters.ratelimit.redis import RedisRateLimiter
 from tests.contracts.rate_limit_contract import RateLimitContract
 from tests.servers import RESUMERS, STARTERS, STOPPERS, Servers, ServerUnavailable, stop
 

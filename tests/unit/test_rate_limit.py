@@ -12,7 +12,8 @@ import pytest
 import structlog
 from fastapi import FastAPI, Request
 
-from cryptodesk.adapters.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter, Tier
+from cryptodesk.adapters.ratelimit import MemoryRateLimiter, RateLimiter, Tier
+from cryptodesk.adapters.ratelimit.redis import RedisRateLimiter
 from cryptodesk.api.ratelimit import (
     RateLimitMiddleware,
     address_key,

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptodesk.adapters.db.base import MarketStore
-from cryptodesk.adapters.files.candle_files import read_candles
 from cryptodesk.adapters.files.parsing import DataFileError
 from cryptodesk.domain.errors import DomainError
 from cryptodesk.domain.interval import Interval
@@ -69,6 +68,9 @@ async def import_candles(store: MarketStore, path: str | Path, series: Series) -
     Raises ``DataFileError`` (naming the line) for a bad or empty file; nothing
     is written then.
     """
+    # The file readers (and pyarrow, ~25 MB) load on first use, never in the API process.
+    from cryptodesk.adapters.files.candle_files import read_candles
+
     parsed = await asyncio.to_thread(
         read_candles,
         path,
