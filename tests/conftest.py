@@ -6,14 +6,13 @@ missing server is an error, never a skip.
 """
 
 import os
-import tempfile
 import uuid
 from collections.abc import Iterator
 
 import asyncpg
 import pytest
 
-from tests.servers import STARTERS, Servers, ServerUnavailable, stop
+from tests.servers import Servers, own_server
 
 
 @pytest.fixture
@@ -26,33 +25,19 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
     monkeypatch.chdir(tmp_path)
 
 
-def _start(name: str) -> Iterator[Servers]:
-    servers = Servers(root=tempfile.mkdtemp(prefix=f"cryptodesk-{name}-"))
-    os.chmod(servers.root, 0o755)
-    try:
-        STARTERS[name](servers)
-    except ServerUnavailable as exc:
-        stop(servers)
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{name} server is required under CI=true: {exc}")
-        pytest.skip(f"{name} server unavailable: {exc}")
-    yield servers
-    stop(servers)
-
-
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[Servers]:
-    yield from _start("postgres")
+    yield from own_server("postgres", "postgres")
 
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[Servers]:
-    yield from _start("redis")
+    yield from own_server("redis", "redis")
 
 
 @pytest.fixture(scope="session")
 def kafka_server() -> Iterator[Servers]:
-    yield from _start("kafka")
+    yield from own_server("kafka", "kafka")
 
 
 @pytest.fixture(scope="session")

@@ -17,8 +17,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 STATE = Path(tempfile.gettempdir()) / "cryptodesk-services.json"
 
@@ -221,6 +223,29 @@ def stop_kafka(servers: Servers) -> None:
 
 
 STARTERS = {"postgres": start_postgres, "redis": start_redis, "kafka": start_kafka}
+
+
+def own_server(name: str, prefix: str, **options: Any) -> Iterator[Servers]:
+    """A ``name`` server started in a folder of its own, for a fixture to yield from
+    (``options``: e.g. ``redis_durable=True``); stopped afterwards. One that cannot
+    start fails the test under CI=true and skips it elsewhere."""
+    import pytest
+
+    servers = Servers(root=tempfile.mkdtemp(prefix=f"cryptodesk-{prefix}-"), **options)
+    os.chmod(servers.root, 0o755)
+    try:
+        STARTERS[name](servers)
+    except ServerUnavailable as exc:
+        stop(servers)
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{name} server is required under CI=true: {exc}")
+        pytest.skip(f"{name} server unavailable: {exc}")
+    try:
+        yield servers
+    finally:
+        stop(servers)
+
+
 STOPPERS = {"postgres": stop_postgres, "redis": stop_redis, "kafka": stop_kafka}
 RESUMERS = {"postgres": resume_postgres, "redis": resume_redis, "kafka": resume_kafka}
 

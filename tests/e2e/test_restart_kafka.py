@@ -28,9 +28,7 @@ decides which trades exist).
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -63,7 +61,7 @@ from tests.e2e.test_effectively_once import (
     read,
     same_candle,
 )
-from tests.servers import RESUMERS, STARTERS, STOPPERS, Servers, ServerUnavailable, stop
+from tests.servers import RESUMERS, STOPPERS, Servers, own_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 WAIT_S = 120
@@ -80,19 +78,7 @@ CANDLES_AFTER = 24
 @pytest.fixture
 def broker() -> Iterator[Servers]:
     """A tansu of this test's own (the session broker serves other tests)."""
-    servers = Servers(root=tempfile.mkdtemp(prefix="cryptodesk-kafka-restart-"))
-    os.chmod(servers.root, 0o755)
-    try:
-        STARTERS["kafka"](servers)
-    except ServerUnavailable as exc:
-        stop(servers)
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"kafka broker is required under CI=true: {exc}")
-        pytest.skip(f"kafka broker unavailable: {exc}")
-    try:
-        yield servers
-    finally:
-        stop(servers)
+    yield from own_server("kafka", "kafka-restart")
 
 
 def readiness(server: Server) -> tuple[int, dict[str, Any]]:

@@ -10,9 +10,7 @@ Both runs replay one fixed simulated timeline, as in ``test_effectively_once``.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -32,7 +30,12 @@ from tests.e2e.test_effectively_once import (
     same_candle,
 )
 from tests.e2e.test_effectively_once import SETTINGS as TIMELINE
-from tests.servers import RESUMERS, STARTERS, Servers, ServerUnavailable, stop, stop_postgres
+from tests.servers import (
+    RESUMERS,
+    Servers,
+    own_server,
+    stop_postgres,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 WAIT_S = 120
@@ -48,19 +51,7 @@ SETTINGS = {**TIMELINE, "CRYPTODESK_SIM_SPEED": "150"}
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[Servers]:
     """A PostgreSQL of this test's own, which it may stop and resume."""
-    servers = Servers(root=tempfile.mkdtemp(prefix="cryptodesk-pg-restart-"), postgres_durable=True)
-    os.chmod(servers.root, 0o755)
-    try:
-        STARTERS["postgres"](servers)
-    except ServerUnavailable as exc:
-        stop(servers)
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"postgres server is required under CI=true: {exc}")
-        pytest.skip(f"postgres server unavailable: {exc}")
-    try:
-        yield servers
-    finally:
-        stop(servers)
+    yield from own_server("postgres", "pg-restart", postgres_durable=True)
 
 
 def durable_database(servers: Servers) -> str:

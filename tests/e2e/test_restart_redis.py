@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -45,7 +43,7 @@ from tests.e2e.test_effectively_once import (
     read,
     same_candle,
 )
-from tests.servers import RESUMERS, STARTERS, STOPPERS, Servers, ServerUnavailable, stop
+from tests.servers import RESUMERS, STOPPERS, Servers, own_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 WAIT_S = 120
@@ -58,17 +56,7 @@ OUTAGE_ATTEMPTS = 4
 @pytest.fixture
 def durable_redis() -> Iterator[Servers]:
     """A Redis of this test's own (the session one must never stop), durable on disk."""
-    servers = Servers(root=tempfile.mkdtemp(prefix="cryptodesk-redis-restart-"), redis_durable=True)
-    os.chmod(servers.root, 0o755)
-    try:
-        STARTERS["redis"](servers)
-    except ServerUnavailable as exc:
-        stop(servers)
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"redis server is required under CI=true: {exc}")
-        pytest.skip(f"redis server unavailable: {exc}")
-    yield servers
-    stop(servers)
+    yield from own_server("redis", "redis-restart", redis_durable=True)
 
 
 def readiness(server: Server) -> tuple[int, dict[str, Any]]:

@@ -4,8 +4,6 @@ what only Kafka promises (partition counts, key -> partition, committed offsets)
 from __future__ import annotations
 
 import asyncio
-import os
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -26,7 +24,7 @@ from cryptodesk.adapters.bus.kafka import (
 from cryptodesk.adapters.bus.kafka_consumer import _Acks
 from cryptodesk.adapters.bus.memory import BusClosedError
 from tests.contracts.bus_contract import MARKETS, BusContract, numbered
-from tests.servers import RESUMERS, STARTERS, STOPPERS, Servers, ServerUnavailable, stop
+from tests.servers import RESUMERS, STOPPERS, Servers, own_server
 
 # tansu 0.6 answers aiokafka's InitProducerId (v0) with an error, so the tests run
 # the producer without idempotence; group timings short enough that a group forms
@@ -256,19 +254,7 @@ async def test_ping_fails_when_nothing_listens() -> None:
 @pytest.fixture
 def own_broker() -> Iterator[Servers]:
     """A broker of this test's own, which it may kill (the session one serves others)."""
-    servers = Servers(root=tempfile.mkdtemp(prefix="cryptodesk-kafka-loss-"))
-    os.chmod(servers.root, 0o755)
-    try:
-        STARTERS["kafka"](servers)
-    except ServerUnavailable as exc:
-        stop(servers)
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"kafka broker is required under CI=true: {exc}")
-        pytest.skip(f"kafka broker unavailable: {exc}")
-    try:
-        yield servers
-    finally:
-        stop(servers)
+    yield from own_server("kafka", "kafka-loss")
 
 
 def own_bus(servers: Servers, **options: object) -> KafkaBus:

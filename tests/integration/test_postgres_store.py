@@ -9,8 +9,6 @@ lost connections (a restarted server, a COMMIT whose answer never came).
 from __future__ import annotations
 
 import asyncio
-import os
-import tempfile
 from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
@@ -24,7 +22,7 @@ from cryptodesk.adapters.db.in_doubt import CommitStillRunning, InDoubtCommits
 from cryptodesk.adapters.db.partitions import ensure_partitions, month_start
 from cryptodesk.adapters.db.sql_store import SqlMarketStore
 from tests.contracts.store_contract import T0, StoreContract, all_trades, candle, trade
-from tests.servers import STARTERS, Servers, ServerUnavailable, stop
+from tests.servers import Servers, own_server
 
 # T0 is 2023-11-14: the migration partitions only the current and next month,
 # so the contract's rows land in DEFAULT unless a test creates their partition.
@@ -356,19 +354,7 @@ async def test_unanswered_commits_are_settled_by_the_server(postgres_url: str) -
 @pytest.fixture
 def own_postgres() -> Iterator[Servers]:
     """A server of this test's own: its configuration may change."""
-    servers = Servers(root=tempfile.mkdtemp(prefix="cryptodesk-pg-own-"))
-    os.chmod(servers.root, 0o755)
-    try:
-        STARTERS["postgres"](servers)
-    except ServerUnavailable as exc:
-        stop(servers)
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"postgres server is required under CI=true: {exc}")
-        pytest.skip(f"postgres server unavailable: {exc}")
-    try:
-        yield servers
-    finally:
-        stop(servers)
+    yield from own_server("postgres", "pg-own")
 
 
 async def test_trades_of_a_commit_whose_answer_was_lost_are_still_reported_new(

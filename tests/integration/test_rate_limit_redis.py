@@ -8,8 +8,6 @@ shared and never stopped).
 from __future__ import annotations
 
 import asyncio
-import os
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -22,7 +20,7 @@ from cryptodesk.adapters.ratelimit import RateLimiter, Tier, open_rate_limiter
 from cryptodesk.adapters.ratelimit.memory import MemoryRateLimiter
 from cryptodesk.adapters.ratelimit.redis import RedisRateLimiter
 from tests.contracts.rate_limit_contract import RateLimitContract
-from tests.servers import RESUMERS, STARTERS, STOPPERS, Servers, ServerUnavailable, stop
+from tests.servers import RESUMERS, STOPPERS, Servers, own_server
 
 
 def unique_prefix() -> str:
@@ -114,17 +112,7 @@ def test_the_cache_url_decides_where_buckets_live(redis_url: str) -> None:
 
 @pytest.fixture(scope="module")
 def own() -> Iterator[Servers]:
-    servers = Servers(root=tempfile.mkdtemp(prefix="cryptodesk-ratelimit-"))
-    os.chmod(servers.root, 0o755)
-    try:
-        STARTERS["redis"](servers)
-    except ServerUnavailable as exc:
-        stop(servers)
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"redis server is required under CI=true: {exc}")
-        pytest.skip(f"redis server unavailable: {exc}")
-    yield servers
-    stop(servers)
+    yield from own_server("redis", "ratelimit")
 
 
 async def test_an_outage_falls_back_in_process_then_shares_again(own: Servers) -> None:

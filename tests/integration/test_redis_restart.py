@@ -7,9 +7,7 @@ durable on disk as a production Redis is. Each test leaves it running.
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -22,7 +20,7 @@ from redis.asyncio import Redis
 
 from cryptodesk.adapters.bus.redis_streams import BusClosedError, RedisStreamsBus
 from cryptodesk.adapters.cache.redis import RedisCache
-from tests.servers import RESUMERS, STARTERS, STOPPERS, Servers, ServerUnavailable, stop
+from tests.servers import RESUMERS, STOPPERS, Servers, own_server
 
 # Reconnect attempts of one loop before Redis comes back: each comes after the
 # client's own retries failed, so the outage outlasted them several times.
@@ -31,17 +29,7 @@ ATTEMPTS = 3
 
 @pytest.fixture(scope="module")
 def durable() -> Iterator[Servers]:
-    servers = Servers(root=tempfile.mkdtemp(prefix="cryptodesk-redis-restart-"), redis_durable=True)
-    os.chmod(servers.root, 0o755)
-    try:
-        STARTERS["redis"](servers)
-    except ServerUnavailable as exc:
-        stop(servers)
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"redis server is required under CI=true: {exc}")
-        pytest.skip(f"redis server unavailable: {exc}")
-    yield servers
-    stop(servers)
+    yield from own_server("redis", "redis-restart", redis_durable=True)
 
 
 @pytest.fixture
