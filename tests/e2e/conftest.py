@@ -90,9 +90,14 @@ class Server:
                        "--password", password, env=self.env)  # fmt: skip
         assert made.returncode == 0 or "exists already" in made.stderr, made.stderr
         with self.client() as client:
-            r = client.post("/api/v1/auth/login", json={"email": email, "password": password})
-        assert r.status_code == 200, r.text
-        return {"Authorization": f"Bearer {r.json()['access_token']}"}
+            return login(client, email, password)
+
+
+def login(client: httpx.Client, email: str, password: str) -> dict[str, str]:
+    """The Authorization header of a fresh access token of ``email``."""
+    r = client.post("/api/v1/auth/login", json={"email": email, "password": password})
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['access_token']}"}
 
 
 def start_process(log_path: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]:

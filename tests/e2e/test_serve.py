@@ -9,10 +9,9 @@ import signal
 import socket
 import sqlite3
 
-import httpx
 import pytest
 
-from tests.e2e.conftest import base_env, free_port, run_cli, wait_for
+from tests.e2e.conftest import base_env, free_port, login, run_cli, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT")
@@ -24,12 +23,6 @@ def closed_candles(client, symbol: str, interval: str = "1m") -> list[dict]:
     )
     assert r.status_code == 200, r.text
     return r.json()["candles"]
-
-
-def login(client: httpx.Client, email: str, password: str) -> dict[str, str]:
-    r = client.post("/api/v1/auth/login", json={"email": email, "password": password})
-    assert r.status_code == 200, r.text
-    return {"Authorization": f"Bearer {r.json()['access_token']}"}
 
 
 def test_serves_candles_tickers_books_and_metrics(server_factory, tmp_path):

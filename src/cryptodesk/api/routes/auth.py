@@ -260,7 +260,7 @@ def auth_router(service: AuthService, *, login_charge: LoginCharge | None = None
     ) -> RevokedOut:
         target = body.user_id if body is not None and body.user_id else principal.user_id
         if target != principal.user_id and not principal.can("users:manage"):
-            raise_forbidden("users:manage")
+            raise PermissionDenied("users:manage")
         try:
             count = await service.revoke_all(principal, target, origin_of(request))
         except LookupError:
@@ -373,7 +373,3 @@ def auth_router(service: AuthService, *, login_charge: LoginCharge | None = None
 def not_found(message: str) -> NotFound:
     """A 404 for an id of another tenant or of nothing at all (the two look the same)."""
     return NotFound(message, field=None, code="not-found")
-
-
-def raise_forbidden(permission: str) -> None:
-    raise PermissionDenied(permission)
