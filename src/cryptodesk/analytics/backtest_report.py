@@ -19,17 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from cryptodesk.analytics.backtest import BacktestResult, BacktestTrade
 from cryptodesk.analytics.backtest_metrics import drawdown
+from cryptodesk.analytics.svg_charts import REPORT_STYLE, line_chart
 from cryptodesk.domain.timeutil import to_iso
 
 TRADE_COLUMNS = (
     "side", "qty", "entry_time", "entry_price", "exit_time", "exit_price",
     "fees", "pnl", "return", "exit_reason", "bars",
 )  # fmt: skip
-_CHART_POINTS = 1200  # the charts keep each bucket's low and high, so spikes survive
 _HTML_TRADES = 1000
 
 
@@ -129,92 +128,6 @@ def write_trades_csv(path: Path, trades: Sequence[BacktestTrade]) -> None:
 # ---- HTML ------------------------------------------------------------------------------
 
 
-def _thin(
-    x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """At most about ``_CHART_POINTS`` points: each bucket's lowest and highest, in order."""
-    n = len(x)
-    if n <= _CHART_POINTS:
-        return x, y
-    keep: list[int] = []
-    for chunk in np.array_split(np.arange(n), _CHART_POINTS // 2):
-        lo, hi = chunk[np.argmin(y[chunk])], chunk[np.argmax(y[chunk])]
-        keep.extend(sorted({int(lo), int(hi)}))
-    at = np.array(keep)
-    return x[at], y[at]
-
-
-def _nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
-    if not hi > lo:
-        return [lo]
-    raw = (hi - lo) / count
-    mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
-    first = math.ceil(lo / step) * step
-    return [first + k * step for k in range(int((hi - first) / step) + 1)]
-
-
-def _chart(
-    title: str,
-    ts: npt.NDArray[np.float64],
-    values: npt.NDArray[np.float64],
-    *,
-    label: str,
-    area: bool = False,
-    color: str = "#1f6feb",
-) -> str:
-    """An inline SVG line (or area down from 0) chart over time."""
-    width, height, left, right, top, bottom = 960, 260, 80, 40, 28, 34
-    x, y = _thin(ts, values)
-    y_lo, y_hi = (
-        float(min(y.min(), 0.0 if area else y.min())),
-        float(max(y.max(), 0.0 if area else y.max())),
-    )
-    if y_hi == y_lo:
-        y_hi, y_lo = y_hi + 1, y_lo - 1
-    x_lo, x_hi = float(x[0]), float(max(x[-1], x[0] + 1))
-
-    def px(v: float) -> float:
-        return left + (v - x_lo) / (x_hi - x_lo) * (width - left - right)
-
-    def py(v: float) -> float:
-        return top + (y_hi - v) / (y_hi - y_lo) * (height - top - bottom)
-
-    points = " ".join(
-        f"{px(a):.1f},{py(b):.1f}" for a, b in zip(x.tolist(), y.tolist(), strict=True)
-    )
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
-        f'role="img" aria-label="{html.escape(title)}">',
-        f'<text x="{left}" y="18" class="t">{html.escape(title)}</text>',
-    ]
-    for tick in _nice_ticks(y_lo, y_hi):
-        yy = py(tick)
-        parts.append(
-            f'<line x1="{left}" x2="{width - right}" y1="{yy:.1f}" y2="{yy:.1f}" class="g"/>'
-        )
-        parts.append(
-            f'<text x="{left - 6}" y="{yy + 4:.1f}" class="yl">{label.format(tick)}</text>'
-        )
-    for k in range(6):
-        t = x_lo + k * (x_hi - x_lo) / 5
-        parts.append(
-            f'<text x="{px(t):.1f}" y="{height - 12}" class="xl">{to_iso(int(t))[:10]}</text>'
-        )
-    if area:
-        base, end = py(0.0), px(float(x[-1]))
-        parts.append(
-            f'<polygon points="{px(x_lo):.1f},{base:.1f} {points} {end:.1f},{base:.1f}" '
-            f'fill="{color}" fill-opacity="0.35" stroke="{color}" stroke-width="1"/>'
-        )
-    else:
-        parts.append(
-            f'<polyline points="{points}" fill="none" stroke="{color}" stroke-width="1.3"/>'
-        )
-    parts.append("</svg>")
-    return "\n".join(parts)
-
-
 def _fmt(key: str, value: Any) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
@@ -223,14 +136,6 @@ def _fmt(key: str, value: Any) -> str:
     if isinstance(value, float):
         return f"{value:,.2f}" if abs(value) >= 100 else f"{value:,.4g}"
     return html.escape(str(value))
-
-
-_STYLE = """body{font:14px/1.4 system-ui,sans-serif;margin:24px auto;max-width:1000px;color:#1f2328}
-h1{font-size:22px}h2{font-size:17px;margin-top:28px}table{border-collapse:collapse;font-size:13px}
-td,th{padding:3px 10px;border-bottom:1px solid #d0d7de;text-align:right}th{background:#f6f8fa}
-td:first-child,th:first-child{text-align:left}svg{width:100%;height:auto;margin:8px 0}
-.t{font-size:13px;font-weight:600}.g{stroke:#d0d7de;stroke-width:.6}.yl{font-size:11px;text-anchor:end}
-.xl{font-size:11px;text-anchor:middle}ul{padding-left:20px}"""
 
 
 def report_html(result: BacktestResult, report: Mapping[str, Any]) -> str:
@@ -263,12 +168,12 @@ def report_html(result: BacktestResult, report: Mapping[str, Any]) -> str:
     title = f"Backtest: {strategy['name']} ({params})"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>{_STYLE}</style></head><body>
+<style>{REPORT_STYLE}</style></head><body>
 <h1>{html.escape(title)}</h1>
 <p>{html.escape(source or str(data.get("source", "")))}: {data["candles"]} candles,
 {html.escape(data["first_open"])} .. {html.escape(data["last_open"])}</p>
-{_chart("Equity", ts, result.equity, label="{:,.0f}")}
-{_chart("Drawdown (%)", ts, dd, label="{:.0f}%", area=True, color="#cf222e")}
+{line_chart("Equity", ts, result.equity, label="{:,.0f}")}
+{line_chart("Drawdown (%)", ts, dd, label="{:.0f}%", area=True, color="#cf222e")}
 <h2>Metrics</h2><table>{metrics}</table>
 <h2>Settings</h2><table>{settings}</table>
 <h2>Rules</h2><ul>{"".join(f"<li>{html.escape(r)}</li>" for r in report["rules"])}</ul>
