@@ -35,6 +35,7 @@ MODULES = [
     "bench_backtest",
     "bench_cost_basis",
     "bench_tax_report",
+    "bench_risk",
     "bench_api",
     "bench_ws",
 ]
@@ -53,6 +54,8 @@ TARGETS: dict[str, str] = {
     "cost_basis/fifo_1m": ">= 300,000 transactions/s",
     "api/tickers_vs_bare_fastapi": ">= 0.8x bare FastAPI, p99 < 15 ms at 64 connections",
     "ws/10k_clients_rss": "<= 512 MB peak RSS with 10,000 clients",
+    "risk/report_100x1000": "< 200 ms (without Monte Carlo)",
+    "risk/monte_carlo_100k_x100": "< 2,000 ms",
 }
 TARGET_VALUES = {
     "candle_builder/1_symbol_1_interval": 1_000_000.0,
@@ -64,10 +67,14 @@ TARGET_VALUES = {
     "cost_basis/fifo_1m": 300_000.0,
     "api/tickers_vs_bare_fastapi": 0.8,
     "ws/10k_clients_rss": 512.0,
+    "risk/report_100x1000": 200.0,
+    "risk/monte_carlo_100k_x100": 2000.0,
 }
 # Targets met when the median is at most the value (time ratios), not at least.
 LOWER_IS_BETTER = {name for name in TARGET_VALUES if name.startswith("indicators/vectorised/")} | {
-    "ws/10k_clients_rss"
+    "ws/10k_clients_rss",
+    "risk/report_100x1000",
+    "risk/monte_carlo_100k_x100",
 }
 
 

@@ -127,6 +127,7 @@ from cryptodesk.cli_files import register as register_files  # noqa: E402
 from cryptodesk.cli_ledger import register as register_ledger  # noqa: E402
 from cryptodesk.cli_optimize import register as register_optimize  # noqa: E402
 from cryptodesk.cli_portfolio import register as register_portfolio  # noqa: E402
+from cryptodesk.cli_risk import register as register_risk  # noqa: E402
 from cryptodesk.cli_tax import register as register_tax  # noqa: E402
 from cryptodesk.cli_users import register as register_users  # noqa: E402
 
@@ -138,6 +139,7 @@ register_analytics(app)
 register_ledger(app)
 register_tax(app)
 register_users(app)
+register_risk(app)
 register_portfolio(app)
 
 

@@ -29,6 +29,7 @@ from pydantic_settings import (
 )
 
 from cryptodesk.config_api import ApiSettings
+from cryptodesk.config_risk import RiskSettings
 from cryptodesk.domain.errors import DomainError
 from cryptodesk.domain.interval import Interval, parse_intervals
 from cryptodesk.domain.symbol import Symbol
@@ -96,7 +97,7 @@ class ExchangeConfig(BaseModel):
         return {key: value for key, value in out.items() if value} or None
 
 
-class Settings(ApiSettings):
+class Settings(ApiSettings, RiskSettings):
     """Effective configuration; see docs/configuration.md for every field."""
 
     model_config = SettingsConfigDict(
@@ -455,10 +456,22 @@ class Settings(ApiSettings):
         _check_url(scheme, value)
         return value
 
+    @property
+    def breaker_interval(self) -> Interval:
+        """The candles the circuit breaker watches: its setting, else the shortest built."""
+        if self.circuit_breaker_interval:
+            return Interval.parse(self.circuit_breaker_interval)
+        return min((Interval.parse(i) for i in self.intervals), key=lambda iv: iv.ms)
+
     @model_validator(mode="after")
     def _replay_needs_a_file(self) -> Settings:
         if "replay" in self.exchanges and not self.replay_path:
             raise ValueError(f"{ENV_PREFIX}EXCHANGES: replay needs a file: use replay:PATH")
+        if self.circuit_breaker_interval and self.circuit_breaker_interval not in self.intervals:
+            raise ValueError(
+                f"{ENV_PREFIX}CIRCUIT_BREAKER_INTERVAL: {self.circuit_breaker_interval} is not one "
+                f"of {ENV_PREFIX}INTERVALS"
+            )
         if self.replay_symbol and self.replay_symbol not in self.symbols:
             raise ValueError(
                 f"{ENV_PREFIX}REPLAY_SYMBOL: {self.replay_symbol} is not one of {ENV_PREFIX}SYMBOLS"

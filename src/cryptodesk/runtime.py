@@ -48,6 +48,7 @@ from cryptodesk.domain.interval import Interval
 from cryptodesk.observability.health import HealthRegistry
 from cryptodesk.observability.metrics import Metrics
 from cryptodesk.portfolio_wiring import build_portfolio, portfolio_job_ids, sheets_writer
+from cryptodesk.risk_wiring import risk_api_router, start_risk_compute
 from cryptodesk.services.backtests import BacktestJobs
 from cryptodesk.services.book_service import BookService
 from cryptodesk.services.candle_service import CandleService
@@ -322,6 +323,8 @@ class Runtime:
                 tasks["signals"] = asyncio.create_task(signal_runner.run(self.stop_consumers))
                 books = BookService(bus, cache, self.metrics)
                 tasks["books"] = asyncio.create_task(books.run(self.stop_consumers))
+                await start_risk_compute(s, bus, cache, store, self.metrics,
+                                         self.stop_consumers, tasks)  # fmt: skip
             if "scheduler" in self.roles:
                 engine = store.engine
                 jobs = {"partitions": lambda: ensure_partitions(engine)}
@@ -405,6 +408,7 @@ class Runtime:
                     routers=[
                         backtests_router(backtest_jobs), signals_router(signal_queries),
                         ledger_router(api_portfolio.ledger), api_portfolio.router(),
+                        risk_api_router(s, api_portfolio.valuation, reads, cache),
                         graphql_router(api_portfolio.ledger, api_portfolio.valuation,
                                        signal_queries, AUTHENTICATED),
                         *ws_routes,

@@ -32,6 +32,7 @@ from cryptodesk.api.security import AUTHENTICATED, route_permissions
 from cryptodesk.config import load_settings
 from cryptodesk.domain.auth import PERMISSIONS, ROLE_PERMISSIONS, ROLES, Role
 from cryptodesk.portfolio_wiring import build_portfolio
+from cryptodesk.risk_wiring import risk_api_router
 from cryptodesk.services.backtests import BacktestJobs
 from cryptodesk.services.signal_queries import SignalQueries
 from cryptodesk.services.signal_rules import RuleBook
@@ -95,6 +96,7 @@ async def env(tmp_path: Path, template: Path) -> AsyncIterator[Env]:
         backtests_router(jobs), signals_router(signal_queries),
         ledger_router(portfolio.ledger), portfolio.router(),
         graphql_router(portfolio.ledger, portfolio.valuation, signal_queries, AUTHENTICATED),
+        risk_api_router(settings, portfolio.valuation, store, h.cache),
     ]  # fmt: skip
     yield Env(_app(h, routers, logins), logins)
     await jobs.close()
