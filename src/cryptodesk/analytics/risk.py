@@ -219,7 +219,8 @@ def _central_moments(r: FloatArray, what: str) -> tuple[float, float, float]:
     m2 = float(np.mean(d * d))
     if _flat(r):
         raise InsufficientData(f"{what} is undefined: returns have zero volatility")
-    return m2, float(np.mean(d**3)), float(np.mean(d**4))
+    d2 = d * d
+    return m2, float(np.mean(d2 * d)), float(np.mean(d2 * d2))
 
 
 def skewness(returns: ArrayLike) -> float:
