@@ -17,6 +17,7 @@ from cryptodesk.analytics.correlation import (
     correlation_matrix,
     correlation_warning,
     ewma_correlation,
+    rolling_average_correlation,
     rolling_correlation,
 )
 from cryptodesk.analytics.risk import InsufficientData, RiskInputError
@@ -58,6 +59,25 @@ def test_rolling_correlation_by_hand() -> None:
     assert flat[3] == pytest.approx(math.sqrt(3) / 2, abs=1e-15)
     # Shorter than one window: all NaN.
     assert np.isnan(rolling_correlation([1, 2], [2, 1], window=3)).all()
+
+
+def test_rolling_average_correlation_averages_the_pairs_of_each_window() -> None:
+    # x and y move together, z against x: per 3-day window the three pairs are
+    # corr(x,y) = 1, corr(x,z) = -1, corr(y,z) = -1, so the average is -1/3.
+    x = np.array([0.01, 0.03, 0.02, 0.05, 0.01])
+    m = np.column_stack([x, 2 * x, -x])
+    got = rolling_average_correlation(m, window=3)
+    assert np.isnan(got[:2]).all()
+    assert got[2:] == pytest.approx([-1 / 3] * 3, abs=1e-12)
+    # A pair flat in a window is left out of that window's average.
+    flat = np.column_stack([x, 2 * x, [0.0, 0.0, 0.0, 0.0, 0.01]])
+    got = rolling_average_correlation(flat, window=3)
+    assert got[2:4] == pytest.approx([1.0, 1.0], abs=1e-12)  # only (x, y) counts
+    assert got[4] == pytest.approx(
+        np.mean([1.0, *(np.corrcoef(x[2:], flat[2:, 2])[0, 1] for _ in range(2))]), abs=1e-12
+    )
+    with pytest.raises(InsufficientData):
+        rolling_average_correlation(m[:, :1], window=3)
 
 
 def test_ewma_correlation_by_hand() -> None:

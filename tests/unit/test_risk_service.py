@@ -35,7 +35,8 @@ from cryptodesk.domain.errors import DomainError
 from cryptodesk.domain.market import Candle, Ticker
 from cryptodesk.portfolio_wiring import Portfolio, build_portfolio
 from cryptodesk.services import cache_keys
-from cryptodesk.services.risk_service import InsufficientHistory, RebalanceRequest, RiskService
+from cryptodesk.services.close_history import InsufficientHistory
+from cryptodesk.services.risk_service import RebalanceRequest, RiskService
 from tests.unit._ledger_api import HEADER, migrated_template
 
 DAY = 86_400_000
@@ -203,6 +204,16 @@ async def test_correlation_pearson_and_ewma_with_warning(world: World) -> None:
     expected = correlation.ewma_correlation(returns, half_life=5)
     assert (ewma["matrix"]["ETH"]["BTC"], ewma["half_life"]) == (expected[1, 0], 5)
     assert ewma["warning"] is None  # threshold 0.8
+    # The rolling average over 10 days: 24 returns give 15 windows, dated by the close
+    # that ends each (the last is the 2024-04-30 candle, the newest closed day).
+    rolling = correlation.rolling_correlation(returns[:, 0], returns[:, 1], window=10)
+    assert body["rolling"]["window"] == 30
+    short = await world.service.correlation("acme", days=30, rolling_window=10)
+    assert [p["value"] for p in short["rolling"]["average"]] == rolling[9:].tolist()
+    assert short["rolling"]["average"][-1]["time"] == "2024-04-30T00:00:00.000Z"
+    assert len(short["rolling"]["average"]) == 15
+    none = await world.service.correlation("acme", days=30, rolling_window=0)
+    assert none["rolling"] is None
     with pytest.raises(DomainError) as bad:
         await world.service.correlation("acme", assets=["BTC", "DOGE"], days=30)
     assert bad.value.field == "assets"

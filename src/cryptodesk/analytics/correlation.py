@@ -78,6 +78,24 @@ def rolling_correlation(x: ArrayLike, y: ArrayLike, *, window: int) -> FloatArra
     return out
 
 
+def rolling_average_correlation(returns_matrix: ArrayLike, *, window: int) -> FloatArray:
+    """The average pairwise correlation over each trailing ``window`` days: how the
+    assets' co-movement has risen or fallen. A pair flat in a window is left out of
+    that window's average; NaN before the first full window (or if every pair is flat)."""
+    m = _matrix(returns_matrix)
+    n = m.shape[1]
+    if n < 2:
+        raise InsufficientData("average pairwise correlation needs at least 2 assets")
+    pairs = np.array([rolling_correlation(m[:, i], m[:, j], window=window)
+                      for i in range(n) for j in range(i + 1, n)])  # fmt: skip
+    out = np.full(m.shape[0], np.nan)
+    seen = ~np.isnan(pairs)
+    counts = seen.sum(axis=0)
+    has = counts > 0
+    out[has] = np.where(seen, pairs, 0.0).sum(axis=0)[has] / counts[has]
+    return out
+
+
 def ewma_correlation(returns_matrix: ArrayLike, *, half_life: float) -> FloatArray:
     """Exponentially weighted correlation at the last observation.
 

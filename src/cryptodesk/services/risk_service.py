@@ -45,9 +45,9 @@ from cryptodesk.analytics import portfolio_risk as prisk
 from cryptodesk.analytics.risk import InsufficientData, RiskInputError
 from cryptodesk.analytics.risk_report import RiskReportOptions, build_risk_report
 from cryptodesk.domain.errors import DomainError
-from cryptodesk.domain.interval import Interval
 from cryptodesk.domain.timeutil import now_ms, to_iso
 from cryptodesk.portfolio.rebalance import RebalanceError, propose_rebalance
+from cryptodesk.services.close_history import CloseHistory, History, InsufficientHistory
 from cryptodesk.services.portfolio_valuation import PortfolioValuation, par_quotes
 
 FloatArray = npt.NDArray[np.float64]
@@ -57,10 +57,6 @@ OPTIMIZERS: Final[dict[str, Callable[[FloatArray], FloatArray]]] = {
     "hrp": allocation.hrp_weights,
 }
 _NO_DATA = (RiskInputError, InsufficientData)
-
-
-class InsufficientHistory(DomainError):
-    """Nothing at all can be computed from the stored history (the API's 422)."""
 
 
 def _text(value: Decimal) -> str:
@@ -94,35 +90,6 @@ class Holdings:
 
 
 @dataclass(frozen=True, slots=True)
-class History:
-    """Aligned closes: ``prices[t, i]`` of ``assets[i]`` at period open ``times[t]``."""
-
-    times: npt.NDArray[np.int64]
-    assets: tuple[str, ...]
-    prices: FloatArray
-    sources: dict[str, str]
-    filled: dict[str, int]
-    excluded: list[dict[str, str]]
-    end: int  # open time of the period in progress: the last row's close
-
-    def common_returns(self) -> FloatArray:
-        """Simple returns over the rows where every asset has a price."""
-        rows = np.flatnonzero(~np.isnan(self.prices).any(axis=1))
-        if len(rows) < 2:
-            raise InsufficientHistory("the assets have fewer than two common closes", field="days")
-        m = self.prices[rows[0] :]
-        returns: FloatArray = m[1:] / m[:-1] - 1.0
-        return returns
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            a: {"source": self.sources[a], "forward_filled": self.filled[a],
-                "first": to_iso(int(self.times[int(np.argmax(~np.isnan(self.prices[:, i])))]))}
-            for i, a in enumerate(self.assets)
-        }  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
 class RebalanceRequest:
     """Either ``targets`` (weights per asset, cash under any cash asset) or an
     ``optimizer`` over ``days`` of history with ``cash_weight`` kept in cash."""
@@ -152,13 +119,16 @@ class RiskService:
         clock: Callable[[], int] = now_ms,
     ) -> None:
         self._valuation = valuation
-        self._store = store
-        self._exchanges = list(exchanges)
+        self._clock = clock
         self.currency = currency
         self._par = par_quotes(currency, par)
         self._cash = frozenset((currency, *self._par))
-        self._interval = Interval.parse(interval)
-        self._clock = clock
+        self._closes = CloseHistory(store, exchanges=exchanges, currency=currency,
+                                    par=self._par, interval=interval, clock=clock)  # fmt: skip
+
+    async def history(self, assets: Sequence[str], days: int) -> History:
+        """The aligned closes of ``assets`` over the ``days`` periods before now."""
+        return await self._closes.closes(assets, days)
 
     async def holdings(self, tenant: str) -> Holdings:
         view = await self._valuation.value(tenant)
@@ -176,51 +146,6 @@ class RiskService:
             amounts[p.asset], prices[p.asset] = p.amount, p.price
             (cash if p.asset in self._cash else invested)[p.asset] = p.market_value
         return Holdings(amounts, prices, invested, cash, excluded)
-
-    async def history(self, assets: Sequence[str], days: int) -> History:
-        """The aligned closes of ``assets`` over the ``days`` periods before now."""
-        ms = self._interval.ms
-        end = self._clock() // ms * ms
-        times = np.arange(end - days * ms, end, ms, dtype=np.int64)
-        columns: list[FloatArray] = []
-        kept: list[str] = []
-        sources: dict[str, str] = {}
-        filled: dict[str, int] = {}
-        excluded: list[dict[str, str]] = []
-        for asset in assets:
-            found = await self._series(asset, int(times[0]), end, days)
-            if found is None:
-                excluded.append({"asset": asset, "reason": "no stored candles in the window"})
-                continue
-            source, closes = found
-            column = np.full(days, np.nan)
-            index = ((np.array(list(closes)) - times[0]) // ms).astype(np.intp)
-            column[index] = list(closes.values())
-            first = int(index.min())
-            gaps = np.flatnonzero(np.isnan(column[first:])) + first
-            for i in gaps:  # forward fill from the previous close
-                column[i] = column[i - 1]
-            columns.append(column)
-            kept.append(asset)
-            sources[asset], filled[asset] = source, len(gaps)
-        prices = np.column_stack(columns) if columns else np.empty((days, 0))
-        return History(times, tuple(kept), prices, sources, filled, excluded, end)
-
-    async def _series(
-        self, asset: str, start: int, end: int, days: int
-    ) -> tuple[str, dict[int, float]] | None:
-        for quote in (self.currency, *self._par):
-            if quote == asset:
-                continue
-            symbol = f"{asset}/{quote}"
-            for ex in self._exchanges:
-                candles = await self._store.get_candles(
-                    ex, symbol, self._interval.name, start=start, end=end, limit=days
-                )
-                if candles:
-                    closes = {c.open_time: c.close for c in candles}
-                    return f"candle:{ex}:{symbol}:{self._interval.name}", closes
-        return None
 
     async def _invested(self, tenant: str, days: int) -> tuple[Holdings, History, dict[str, float]]:
         held = await self.holdings(tenant)
@@ -283,9 +208,11 @@ class RiskService:
     async def correlation(
         self, tenant: str, *, assets: Sequence[str] | None = None, days: int = 90,
         method: str = "pearson", half_life: float = 30, threshold: float = 0.8,
+        rolling_window: int = 30,
     ) -> dict[str, Any]:  # fmt: skip
         """The correlation matrix of daily returns over the common rows, its
-        average pairwise value and the diversification warning."""
+        average pairwise value and the diversification warning, and the average
+        pairwise correlation over each trailing ``rolling_window`` days (0: none)."""
         if method not in ("pearson", "ewma"):
             raise DomainError(f"method {method!r} is not pearson or ewma", field="method")
         if not (half_life > 0):
@@ -311,6 +238,16 @@ class RiskService:
             raise InsufficientHistory(str(exc), field="assets") from None
         n = len(history.assets)
         warning = corr.correlation_warning(matrix, threshold=threshold) if n > 1 else None
+        rolling = None
+        if n > 1 and rolling_window >= 2:
+            series = await asyncio.to_thread(corr.rolling_average_correlation, returns,
+                                             window=rolling_window)  # fmt: skip
+            # Return k spans the closes k and k+1: it is dated by the later close's open.
+            ends = history.times[len(history.times) - len(returns) :]
+            rolling = {"window": rolling_window, "average": [
+                {"time": to_iso(int(t)), "value": float(v)}
+                for t, v in zip(ends.tolist(), series.tolist(), strict=True) if v == v
+            ]}  # fmt: skip
         return {
             "as_of": to_iso(history.end), "assets": list(history.assets), "method": method,
             "half_life": half_life if method == "ewma" else None, "observations": len(returns),
@@ -318,6 +255,7 @@ class RiskService:
                        for i, a in enumerate(history.assets)},
             "average": corr.average_pairwise_correlation(matrix) if n > 1 else None,
             "threshold": threshold, "warning": None if warning is None else warning.message,
+            "rolling": rolling,
             "excluded": (held.excluded if assets is None else []) + history.excluded,
             "history": history.summary(),
         }  # fmt: skip

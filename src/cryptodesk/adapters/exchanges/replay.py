@@ -47,11 +47,6 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
 
-from cryptodesk.adapters.files.candle_files import (
-    candle_rows,
-    infer_interval,
-    to_candles,
-)
 from cryptodesk.adapters.files.parsing import DataFileError, csv_rows, open_error
 from cryptodesk.adapters.files.trade_files import is_trade_header, read_trades
 from cryptodesk.domain.errors import DomainError
@@ -201,6 +196,10 @@ class ReplayExchange:
     def _read(self) -> list[Trade]:
         if self._is_trade_file():
             return read_trades(self._path, exchange=self._exchange, symbol=self._symbol)
+        # Candle files (and pyarrow, ~25 MB) load here, not wherever settings are
+        # validated (config.py checks the replay speed with parse_speed).
+        from cryptodesk.adapters.files.candle_files import candle_rows, infer_interval, to_candles
+
         fmt, lazy_rows = candle_rows(self._path, symbol=self._symbol)
         rows = list(lazy_rows)
         interval = self._interval

@@ -30,8 +30,10 @@ from cryptodesk.api.ledger_problems import LedgerProblem, LedgerRoute
 from cryptodesk.api.routes.market import problem_responses
 from cryptodesk.api.security import requires
 from cryptodesk.api.tenancy import Tenant
+from cryptodesk.domain.errors import DomainError
 from cryptodesk.domain.timeutil import to_iso
-from cryptodesk.services.risk_service import InsufficientHistory, RebalanceRequest, RiskService
+from cryptodesk.services.close_history import InsufficientHistory
+from cryptodesk.services.risk_service import RebalanceRequest, RiskService
 
 _DECIMAL = r"^[0-9]{1,20}(\.[0-9]{1,18})?$"
 _ASSET = r"^[A-Z0-9]{1,16}$"
@@ -106,6 +108,10 @@ CORRELATION: dict[str, Any] = {
     "average": 0.8512, "threshold": 0.8,
     "warning": "average pairwise correlation of 2 assets is 0.85, at or above 0.80: "
                "the portfolio is poorly diversified",
+    "rolling": {"window": 28, "average": [
+        {"time": "2024-04-30T00:00:00.000Z", "value": 0.8431},
+        {"time": "2024-05-01T00:00:00.000Z", "value": 0.8512},
+    ]},
     "excluded": [], "history": _HEAD["history"],
 }  # fmt: skip
 REBALANCE_IN: dict[str, Any] = {
@@ -238,10 +244,17 @@ def risk_router(service: RiskService, breakers: BreakerReader) -> APIRouter:
         method: Literal["pearson", "ewma"] = "pearson",
         half_life: Annotated[float, Query(gt=0, le=3650, description="EWMA, days.")] = 30,
         threshold: Annotated[float, Query(ge=-1, le=1, description="Warning level.")] = 0.8,
+        rolling_window: Annotated[
+            int, Query(ge=0, le=365, description="Days per rolling average (0: none).")
+        ] = 30,
     ) -> dict[str, Any]:
+        if rolling_window == 1:
+            raise DomainError("rolling_window must be 0 or at least 2", field="rolling_window")
         try:
-            return await service.correlation(tenant, assets=assets, days=days, method=method,
-                                             half_life=half_life, threshold=threshold)  # fmt: skip
+            return await service.correlation(
+                tenant, assets=assets, days=days, method=method, half_life=half_life,
+                threshold=threshold, rolling_window=rolling_window,
+            )  # fmt: skip
         except InsufficientHistory as exc:
             raise _no_history(exc) from None
 
