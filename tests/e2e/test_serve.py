@@ -97,6 +97,16 @@ def test_serves_candles_tickers_books_and_metrics(server_factory, tmp_path):
         tax = client.get("/api/v1/reports/tax", headers=tenant, params={"format": "csv"})
         assert tax.status_code == 200
         assert tax.text.splitlines()[0].startswith("Part,(a) Description of property")
+        # Risk: the simulated market has no closed daily candle yet, so nothing can be
+        # computed (422, never a made-up number); the breakers watch every market.
+        risk = client.get("/api/v1/risk/portfolio", headers=tenant)
+        assert risk.status_code == 422, risk.text
+        assert risk.json()["type"].endswith("/insufficient-history")
+        breakers = wait_for(
+            lambda: client.get("/api/v1/risk/circuit-breakers").json()["circuit_breakers"]
+        )
+        assert {(b["exchange"], b["symbol"]) for b in breakers} <= {("sim", s) for s in SYMBOLS}
+        assert {b["state"] for b in breakers} <= {"active", "halted"}
 
         ready = client.get("/readyz")
         assert ready.status_code == 200, ready.text

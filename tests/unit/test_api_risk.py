@@ -192,7 +192,7 @@ async def test_circuit_breakers_list_each_known_market(env: Env) -> None:
     async with env._client(None) as anonymous:  # market data is public by default
         r = await anonymous.get("/api/v1/risk/circuit-breakers")
     assert r.status_code == 200, r.text
-    assert r.json() == [
+    assert r.json()["circuit_breakers"] == [
         {"exchange": "sim", "symbol": "BTC/USDT", "state": "halted",
          "since": "2024-05-01T12:15:00.000Z", "short_volatility": 0.0125,
          "long_volatility": 0.0031, "ratio": 0.0125 / 0.0031,

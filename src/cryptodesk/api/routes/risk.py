@@ -136,7 +136,7 @@ BREAKER: dict[str, Any] = {
     "ratio": 4.032, "reason": "short-window volatility 0.0125 is 4.032x the long-window "
                               "0.0031, above the 3x limit",
 }  # fmt: skip
-BREAKERS: list[dict[str, Any]] = [BREAKER]
+BREAKERS: dict[str, Any] = {"circuit_breakers": [BREAKER]}
 
 
 class RebalanceIn(BaseModel):
@@ -183,6 +183,12 @@ def _example(body: Any) -> dict[int | str, dict[str, Any]]:
 
 def _no_history(exc: InsufficientHistory) -> LedgerProblem:
     return LedgerProblem(422, "insufficient-history", str(exc), name=exc.field)
+
+
+class BreakersOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [BREAKERS]})
+
+    circuit_breakers: list[BreakerOut]
 
 
 def _breaker(s: BreakerState) -> BreakerOut:
@@ -282,7 +288,7 @@ def risk_router(service: RiskService, breakers: BreakerReader) -> APIRouter:
         dependencies=[requires("market:read")],
         responses={**_example(BREAKERS), **problem_responses(503)},
     )
-    async def circuit_breakers() -> list[BreakerOut]:
-        return [_breaker(s) for s in await breakers.states()]
+    async def circuit_breakers() -> BreakersOut:
+        return BreakersOut(circuit_breakers=[_breaker(s) for s in await breakers.states()])
 
     return router
