@@ -7,6 +7,7 @@ import io
 import os
 import re
 import xml.etree.ElementTree as ET
+import zipfile
 from collections.abc import AsyncIterator, Sequence
 from datetime import date
 from decimal import Decimal as D
@@ -65,6 +66,12 @@ def test_rerun_writes_identical_bytes_and_leaves_no_temp_files(tmp_path: Path) -
     again = [p.read_bytes() for p in pnl_files.write(report(), tmp_path, pnl_files.FORMATS)]
     assert first == again
     assert len(os.listdir(tmp_path / "acme")) == 3
+
+
+def test_xlsx_document_times_are_the_report_day_not_the_clock() -> None:
+    core = zipfile.ZipFile(io.BytesIO(pnl_files.to_xlsx(report()))).read("docProps/core.xml")
+    times = re.findall(rb"<dcterms:(created|modified)[^>]*>([^<]+)<", core)
+    assert times == [(b"created", b"2024-06-02T00:00:00Z"), (b"modified", b"2024-06-02T00:00:00Z")]
 
 
 def test_xlsx_holds_numbers_with_formats(tmp_path: Path) -> None:

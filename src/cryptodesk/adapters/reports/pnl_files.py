@@ -99,6 +99,7 @@ def to_xlsx(report: PnlReport) -> bytes:
     # openpyxl on first use: API processes that never write a workbook do not load it.
     from openpyxl import Workbook  # type: ignore[import-untyped]
     from openpyxl.styles import Font  # type: ignore[import-untyped]
+    from openpyxl.writer.excel import ExcelWriter  # type: ignore[import-untyped]
 
     book = Workbook()
     sheet = book.active
@@ -122,7 +123,9 @@ def to_xlsx(report: PnlReport) -> bytes:
     book.properties.created = fixed
     book.properties.modified = fixed
     raw = io.BytesIO()
-    book.save(raw)
+    # ExcelWriter rather than book.save(): save() stamps ``modified`` with the clock.
+    with zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as archive:
+        ExcelWriter(book, archive).save()
     return _fixed_zip_times(raw.getvalue())
 
 
