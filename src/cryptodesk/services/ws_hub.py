@@ -158,15 +158,20 @@ class HubStats:
 
 
 class WsClient:
-    """One connection's queue of frames and its subscriptions (channel key -> spec)."""
+    """One connection's queue of frames and its subscriptions (channel key -> spec).
+
+    There is one per connection, so it stays small: slots, and a list for the queue
+    (it is mostly empty or holds a frame or two; an empty deque costs 768 bytes).
+    """
 
     __slots__ = ("_limit", "_stats", "_waiter", "close_code", "close_reason", "drain",
-                 "last_seen", "on_close", "pending", "queue", "subscriptions")  # fmt: skip
+                 "last_seen", "on_close", "on_ready", "pending", "queue",
+                 "subscriptions")  # fmt: skip
 
     def __init__(self, limit: int, now: float, stats: HubStats) -> None:
         self._limit = limit
         self._stats = stats
-        self.queue: deque[str | _Update] = deque()
+        self.queue: list[str | _Update] = []
         self.pending: dict[str, list[_Update]] = {}  # coalescing: key -> [queued, newest]
         self.subscriptions: dict[str, ChannelSpec] = {}
         self.close_code: int | None = None
@@ -176,6 +181,9 @@ class WsClient:
         # Called when the hub closes the client: the transport abandons a send that
         # waits on a socket the peer stopped reading.
         self.on_close: Callable[[], None] | None = None
+        # Called when a frame is queued: the transport starts sending (instead of a
+        # task per connection waiting on ``next``).
+        self.on_ready: Callable[[], None] | None = None
         self._waiter: asyncio.Future[None] | None = None
 
     def send(self, item: str | _Update) -> None:
@@ -190,6 +198,8 @@ class WsClient:
             return
         self.queue.append(item)
         self._wake()
+        if self.on_ready is not None:
+            self.on_ready()
 
     def send_latest(self, update: _Update) -> None:
         entry = self.pending.get(update.channel.spec.key)
@@ -209,23 +219,29 @@ class WsClient:
             if self.on_close is not None:
                 self.on_close()
 
+    def pop(self) -> str | None:
+        """The next frame to send now; None when none is queued or the client is
+        closed (without ``drain``)."""
+        queue = self.queue
+        while queue and (self.close_code is None or self.drain):
+            item = queue.pop(0)  # at most queue_size long: the shift is cheap
+            if isinstance(item, str):
+                return item
+            if not item.channel.coalesce:
+                return item.text
+            entry = self.pending.get(item.channel.spec.key)
+            if entry is None or entry[0] is not item:
+                continue  # queued before an unsubscribe: its subscription is gone
+            del self.pending[item.channel.spec.key]
+            newest = entry[1]
+            return item.text if newest is item else newest.skipping(newest.seq - item.seq)
+        return None
+
     async def next(self) -> str | None:
         """The next frame to send, waiting for one; None once the client is closed."""
         while True:
-            if self.close_code is not None and not self.drain:
-                return None
-            if self.queue:
-                item = self.queue.popleft()
-                if isinstance(item, str):
-                    return item
-                if not item.channel.coalesce:
-                    return item.text
-                entry = self.pending.get(item.channel.spec.key)
-                if entry is None or entry[0] is not item:
-                    continue  # queued before an unsubscribe: its subscription is gone
-                del self.pending[item.channel.spec.key]
-                newest = entry[1]
-                return item.text if newest is item else newest.skipping(newest.seq - item.seq)
+            if (frame := self.pop()) is not None:
+                return frame
             if self.close_code is not None:
                 return None
             self._waiter = asyncio.get_running_loop().create_future()
@@ -343,7 +359,9 @@ class WsHub:
         if client.close_code is not None:
             return
         ch.subs.add(client)
-        client.subscriptions[spec.key] = spec
+        # The channel's spec, not the one parsed from this client's message: every
+        # subscriber shares its strings.
+        client.subscriptions[ch.spec.key] = ch.spec
         client.pending.pop(spec.key, None)  # a coalesced update queued before is stale now
         client.send(ch.snapshot_text())
 

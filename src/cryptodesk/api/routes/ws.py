@@ -8,8 +8,8 @@ and queues live in ``services.ws_hub``; this module speaks the socket, checks
 credentials and permissions, and renders domain values in the REST API's
 wire form (decimal strings, ISO 8601 times).
 
-Each connection runs two coroutines: this handler sends what the client's
-queue holds (and so waits on a slow socket alone), a task reads and answers.
+Each connection's handler reads and answers; a task sends what the client's
+queue holds while it holds something (and so waits on a slow socket alone).
 """
 
 from __future__ import annotations
@@ -18,11 +18,15 @@ import asyncio
 import contextlib
 import math
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import parse_qsl
 
 import msgspec
 import structlog
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter
+from starlette.routing import WebSocketRoute
+from starlette.types import Receive, Scope, Send
 
 from cryptodesk.api.schemas import CandleOut, decimal_str, optional_decimal, volume_str
 from cryptodesk.domain.auth import AuthenticationError, Permission, Principal
@@ -110,98 +114,134 @@ def ws_router(
 ) -> APIRouter:
     """The endpoint; ``public_market_data`` lets market channels go without a token."""
     router = APIRouter()
-
-    @router.websocket("/api/v1/ws")
-    async def websocket_endpoint(websocket: WebSocket) -> None:
-        await websocket.accept()
-        client = hub.connect()
-        session = _Session(
-            hub, client, websocket, authenticate, public=public_market_data,
-            auth_timeout=auth_timeout, max_subscriptions=max_subscriptions,
-        )  # fmt: skip
-        try:
-            await session.run(close_timeout)
-        finally:
-            hub.disconnect(client)
-
+    endpoint = _Endpoint(
+        hub, authenticate, public=public_market_data, auth_timeout=auth_timeout,
+        close_timeout=close_timeout, max_subscriptions=max_subscriptions,
+    )  # fmt: skip
+    # A plain ASGI endpoint: FastAPI's WebSocket route keeps a few KB of wrappers
+    # (dependency solving, exit stacks, a WebSocket object) alive per connection.
+    router.routes.append(WebSocketRoute("/api/v1/ws", endpoint, name="websocket"))
     return router
 
 
+@dataclass(frozen=True, slots=True)
+class _Endpoint:
+    """``/api/v1/ws`` as an ASGI app, with what every connection shares."""
+
+    hub: WsHub
+    authenticate: Authenticate
+    public: bool
+    auth_timeout: float
+    close_timeout: float
+    max_subscriptions: int
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (await receive())["type"] != "websocket.connect":
+            return  # gone during the handshake
+        await send({"type": "websocket.accept"})
+        client = self.hub.connect()
+        try:
+            await _Session(self, client, receive, send).run(_token(scope))
+        finally:
+            self.hub.disconnect(client)
+
+
 class _Session:
-    def __init__(
-        self,
-        hub: WsHub,
-        client: WsClient,
-        websocket: WebSocket,
-        authenticate: Authenticate,
-        *,
-        public: bool,
-        auth_timeout: float,
-        max_subscriptions: int,
-    ) -> None:
-        self.hub = hub
+    """One connection. Its handler task reads; a task that sends exists only while
+    the client's queue holds frames (most of the time none does), so an idle
+    connection costs one task, not two."""
+
+    __slots__ = ("client", "endpoint", "gone", "interrupted", "principal", "reader",
+                 "receive", "receiving", "send", "sender")  # fmt: skip
+
+    def __init__(self, endpoint: _Endpoint, client: WsClient, receive: Receive, send: Send):
+        self.endpoint = endpoint
         self.client = client
-        self.websocket = websocket
-        self.authenticate = authenticate
-        self.public = public
-        self.auth_timeout = auth_timeout
-        self.max_subscriptions = max_subscriptions
+        self.receive = receive
+        self.send = send
         self.principal: Principal | None = None
         self.gone = False  # the client closed or dropped the connection
-        self.sending = False
-        self.interrupted = False
-        self.sender: asyncio.Task[Any] | None = None
+        self.receiving = False  # the reader waits for a message
+        self.interrupted = False  # the hub closed the client while the reader waited
+        self.reader: asyncio.Task[Any] | None = None
+        self.sender: asyncio.Task[None] | None = None
 
-    async def run(self, close_timeout: float) -> None:
+    @property
+    def hub(self) -> WsHub:
+        return self.endpoint.hub
+
+    async def run(self, token: str | None) -> None:
         client = self.client
-        token = self.websocket.query_params.get("token")
-        if not token or await self._auth(token, None, reply=False):
-            client.send(self._welcome())
-        reader = asyncio.create_task(self._read())
+        self.reader = asyncio.current_task()
+        client.on_ready = self._start_sender
         client.on_close = self._interrupt
         try:
-            await self._send_frames()
-        finally:
-            client.on_close = None
-            reader.cancel()
-            with contextlib.suppress(BaseException):
-                await reader
-        if not self.gone and client.close_code is not None:
-            # A client too slow to read its queue may not read the close frame
-            # either: give up after close_timeout rather than hold the handler.
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(
-                    self.websocket.close(client.close_code, client.close_reason), close_timeout
-                )
-
-    async def _send_frames(self) -> None:
-        client = self.client
-        self.sender = asyncio.current_task()
-        try:
-            while (frame := await client.next()) is not None:
-                self.sending = True
-                await self.websocket.send_text(frame)
-                self.sending = False
-        except (WebSocketDisconnect, OSError, RuntimeError):
-            self.gone = True
+            if not token or await self._auth(token, None, reply=False):
+                client.send(self._welcome())
+            await self._read_messages()
         except asyncio.CancelledError:
             # Cancelled by _interrupt only, unless someone else cancels too.
-            if not self.interrupted or self.sender is None or self.sender.uncancel() > 0:
+            if not self.interrupted or self.reader is None or self.reader.uncancel() > 0:
+                self._stop_sending()
                 raise
+        except Exception:
+            log.exception("websocket session failed")
+            client.close(CLOSE_SERVER_ERROR, "internal error")
+        finally:
+            client.on_ready = client.on_close = None
+        await self._finish()
+
+    async def _finish(self) -> None:
+        """Send what a draining close leaves queued, then the close frame. A client
+        too slow to read its queue may not read either: each step gives up after
+        close_timeout rather than hold the handler."""
+        client, sender, timeout = self.client, self.sender, self.endpoint.close_timeout
+        if sender is not None and client.drain and not self.gone:
+            await asyncio.wait({sender}, timeout=timeout)
+        self._stop_sending()  # when it did not finish in time
+        if not self.gone and client.close_code is not None:
+            close = {"type": "websocket.close", "code": client.close_code,
+                     "reason": client.close_reason}  # fmt: skip
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.send(close), timeout)
+
+    def _start_sender(self) -> None:
+        if self.sender is None and not self.gone:
+            self.sender = asyncio.get_running_loop().create_task(self._send_queued())
+
+    def _stop_sending(self) -> None:
+        if self.sender is not None:
+            self.sender.cancel()
+            self.sender = None
+
+    async def _send_queued(self) -> None:
+        client, send = self.client, self.send
+        try:
+            while (frame := client.pop()) is not None:
+                await send({"type": "websocket.send", "text": frame})
+        except (OSError, RuntimeError):  # the peer is gone (uvicorn's ClientDisconnected)
+            self.gone = True
+        except Exception:
+            log.exception("websocket send failed")
+            client.close(CLOSE_SERVER_ERROR, "internal error")
+        finally:
+            self.sender = None
 
     def _interrupt(self) -> None:
-        """The hub closed the client: stop waiting on a socket it does not read."""
-        if self.sending and not self.client.drain and not self.interrupted:
+        """The client was closed: stop waiting on a peer that will not be heard."""
+        if self.receiving and not self.interrupted and self.reader is not None:
+            # Closed by the hub (idle, too slow, shutting down) while reading.
             self.interrupted = True
-            if self.sender is not None:
-                self.sender.cancel()
+            self.reader.cancel()
+        if not self.client.drain:
+            self._stop_sending()  # a send may wait on a socket the peer stopped reading
 
     def _welcome(self) -> str:
         p = self.principal
         return to_json({
             "type": "welcome", "protocol": PROTOCOL_VERSION, "authenticated": p is not None,
             "tenant": None if p is None else p.tenant,
-            "public_market_data": self.public,
+            "public_market_data": self.endpoint.public,
             "heartbeat_seconds": self.hub.heartbeat_seconds,
             "idle_timeout_seconds": self.hub.idle_timeout,
             "queue_size": self.hub.queue_size,
@@ -211,55 +251,59 @@ class _Session:
         body = {"type": "error", "id": ref, "code": code, "message": message, **extra}
         self.client.send(to_json(body))
 
-    async def _read(self) -> None:
-        try:
-            await self._read_messages()
-        except asyncio.CancelledError:
-            raise
-        except WebSocketDisconnect:
-            self.gone = True
-            self.client.close(CLOSE_NORMAL, "client closed")
-        except Exception:
-            log.exception("websocket session failed")
-            self.client.close(CLOSE_SERVER_ERROR, "internal error")
-
     async def _read_messages(self) -> None:
         loop = asyncio.get_running_loop()
-        client = self.client
-        auth_deadline = loop.time() + self.auth_timeout
+        client, endpoint = self.client, self.endpoint
+        auth_deadline = loop.time() + endpoint.auth_timeout
         while client.close_code is None:
-            must_auth = not self.public and self.principal is None
+            must_auth = not endpoint.public and self.principal is None
+            self.receiving = True
             try:
-                async with asyncio.timeout_at(auth_deadline if must_auth else None):
-                    message = await self.websocket.receive()
+                if must_auth:
+                    async with asyncio.timeout_at(auth_deadline):
+                        message = await self.receive()
+                else:
+                    message = await self.receive()
             except TimeoutError:
-                self._refuse(f"no auth message within {self.auth_timeout:g} s", None)
+                message = None
+            finally:
+                self.receiving = False
+            if message is None:
+                self._refuse(f"no auth message within {endpoint.auth_timeout:g} s", None)
                 return
             if message["type"] == "websocket.disconnect":
-                raise WebSocketDisconnect(message.get("code", CLOSE_NORMAL))
+                self.gone = True
+                client.close(CLOSE_NORMAL, "client closed")
+                return
             client.last_seen = loop.time()
-            body = self._parse(message.get("text"))
-            if body is None:
-                if must_auth:
-                    self._refuse('send {"type": "auth", "token": ...} first', None)
-                continue
-            kind, ref = body.get("type"), _ref(body.get("id"))
-            if must_auth and kind != "auth":
-                self._refuse('send {"type": "auth", "token": ...} first', ref)
-            elif kind == "auth":
-                token = body.get("token")
-                if not isinstance(token, str) or not token:
-                    self._error("bad-message", "auth needs a non-empty string 'token'", ref)
-                elif self.principal is not None:
-                    self._error("already-authenticated", "this connection is authenticated", ref)
-                else:
-                    await self._auth(token, ref)
-            elif kind in ("subscribe", "unsubscribe"):
-                await self._subscription(kind, body.get("channels"), ref)
-            elif kind == "ping":
-                client.send(to_json({"type": "pong", "id": ref, "ts": now_ms()}))
-            elif kind != "pong":
-                self._error("unknown-type", f"unknown message type {str(kind)[:40]!r}", ref)
+            # Answered in a frame of its own, and let go: nothing of a message stays
+            # referenced (for every connection) while the next one is awaited.
+            await self._answer(self._parse(message.get("text")), must_auth)
+            del message
+
+    async def _answer(self, body: dict[str, Any] | None, must_auth: bool) -> None:
+        client = self.client
+        if body is None:
+            if must_auth:
+                self._refuse('send {"type": "auth", "token": ...} first', None)
+            return
+        kind, ref = body.get("type"), _ref(body.get("id"))
+        if must_auth and kind != "auth":
+            self._refuse('send {"type": "auth", "token": ...} first', ref)
+        elif kind == "auth":
+            token = body.get("token")
+            if not isinstance(token, str) or not token:
+                self._error("bad-message", "auth needs a non-empty string 'token'", ref)
+            elif self.principal is not None:
+                self._error("already-authenticated", "this connection is authenticated", ref)
+            else:
+                await self._auth(token, ref)
+        elif kind in ("subscribe", "unsubscribe"):
+            await self._subscription(kind, body.get("channels"), ref)
+        elif kind == "ping":
+            client.send(to_json({"type": "pong", "id": ref, "ts": now_ms()}))
+        elif kind != "pong":
+            self._error("unknown-type", f"unknown message type {str(kind)[:40]!r}", ref)
 
     def _parse(self, text: str | None) -> dict[str, Any] | None:
         if text is None:
@@ -278,7 +322,7 @@ class _Session:
 
     async def _auth(self, token: str, ref: object, *, reply: bool = True) -> bool:
         try:
-            principal = await self.authenticate(token)
+            principal = await self.endpoint.authenticate(token)
         except AuthenticationError as exc:
             self._refuse(str(exc) or "invalid token", ref)
             return False
@@ -325,8 +369,8 @@ class _Session:
         else:
             held = self.client.subscriptions
             new = [key for key in specs if key not in held]
-            for key in new[max(self.max_subscriptions - len(held), 0) :]:
-                limit = f"at most {self.max_subscriptions} channels per connection"
+            for key in new[max(self.endpoint.max_subscriptions - len(held), 0) :]:
+                limit = f"at most {self.endpoint.max_subscriptions} channels per connection"
                 self._error("too-many-subscriptions", limit, ref, channel=specs.pop(key).name)
         if specs:
             reply = "subscribed" if kind == "subscribe" else "unsubscribed"
@@ -341,7 +385,7 @@ class _Session:
             needed = TENANT_PERMISSIONS[spec.kind]
         elif spec.kind == "signals":
             needed = "signals:read"
-        elif self.public:
+        elif self.endpoint.public:
             return
         else:
             needed = "market:read"
@@ -349,6 +393,13 @@ class _Session:
             raise ChannelError("unauthorized", f"{spec.name} needs a token: send an auth message")
         if not self.principal.can(needed):
             raise ChannelError("forbidden", f"{spec.name} needs the permission {needed!r}")
+
+
+def _token(scope: Scope) -> str | None:
+    """The ``token`` query parameter (the last one, as Starlette's QueryParams)."""
+    query = scope.get("query_string", b"").decode("latin-1")
+    values = [v for k, v in parse_qsl(query, keep_blank_values=True) if k == "token"]
+    return values[-1] if values else None
 
 
 def _ref(value: object) -> object:
