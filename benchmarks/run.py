@@ -38,6 +38,7 @@ MODULES = [
     "bench_risk",
     "bench_api",
     "bench_ws",
+    "bench_matching",
 ]
 # Indicators measured against TA-Lib (vwap has no TA-Lib twin).
 _TALIB_TWINS = (
@@ -56,6 +57,9 @@ TARGETS: dict[str, str] = {
     "ws/10k_clients_rss": "<= 512 MB peak RSS with 10,000 clients",
     "risk/report_100x1000": "< 200 ms (without Monte Carlo)",
     "risk/monte_carlo_100k_x100": "< 2,000 ms",
+    "matching/engine_1m": ">= 1,000,000 operations/s",
+    "matching/engine_latency": "p99 < 20 µs",
+    "matching/engine_vs_fastest_reference": ">= 3x",
 }
 TARGET_VALUES = {
     "candle_builder/1_symbol_1_interval": 1_000_000.0,
@@ -69,12 +73,16 @@ TARGET_VALUES = {
     "ws/10k_clients_rss": 512.0,
     "risk/report_100x1000": 200.0,
     "risk/monte_carlo_100k_x100": 2000.0,
+    "matching/engine_1m": 1_000_000.0,
+    "matching/engine_latency": 20.0,
+    "matching/engine_vs_fastest_reference": 3.0,
 }
 # Targets met when the median is at most the value (time ratios), not at least.
 LOWER_IS_BETTER = {name for name in TARGET_VALUES if name.startswith("indicators/vectorised/")} | {
     "ws/10k_clients_rss",
     "risk/report_100x1000",
     "risk/monte_carlo_100k_x100",
+    "matching/engine_latency",
 }
 
 
