@@ -121,8 +121,12 @@ command = st.one_of(
     ),
     st.tuples(st.just("market"), st.sampled_from(ACCOUNTS), side_st, st.integers(1, 12)),
     st.tuples(st.just("cancel"), st.integers(0, 80)),
-    st.tuples(st.just("amend"), st.integers(0, 80), st.none() | st.integers(97, 103),
-              st.none() | st.integers(1, 6)),
+    st.tuples(
+        st.just("amend"),
+        st.integers(0, 80),
+        st.none() | st.integers(97, 103),
+        st.none() | st.integers(1, 6),
+    ),
 )
 
 
