@@ -72,7 +72,9 @@ class Server:
     env: dict[str, str] = field(default_factory=dict)
 
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=10)
+        # 30 s: on the embedded SQLite a write that meets the ingest loop's batches can
+        # wait out busy_timeout (5 s) more than once on a loaded CI machine.
+        return httpx.Client(base_url=self.url, timeout=30)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         if self.proc.poll() is None:
