@@ -1,0 +1,404 @@
+"""Pre-trade risk: the one gate every order passes before it reaches a book.
+
+``PreTradeRisk.check`` raises ``OrderRejected`` naming the first rule broken,
+in this order (a kill or a halt never spends a rate-limit token):
+
+1. ``kill_switch``: trading stopped for everyone or for the account;
+2. ``halted``: the symbol's circuit breaker tripped; only a reduce-only order
+   that really reduces the position gets through;
+3. ``rate_limit``: the account's token bucket is empty (every order that gets
+   this far spends a token, accepted or not: a flood of bad orders is a flood);
+4. the instrument's rules (``Instrument.validate``: tick, lot, minimums...);
+5. ``reduce_only``: the order would increase or flip the position;
+6. ``no_last_price`` (a market order has nothing to be valued at), ``price_band``
+   (a limit price further than the band from the last trade: fat fingers);
+7. ``min_notional`` of a market / stop-market order at its reference price;
+8. ``max_quantity``, ``max_notional``, ``max_open_orders``, ``max_position``;
+9. ``insufficient_balance``; on success the amount is reserved under the order id.
+
+The reference price is the limit price (limit, stop-limit), the stop price
+(stop-market) or the last trade price (market). A buy reserves reference x
+quantity x (1 + fee) of quote; a market or stop-market buy reserves at its
+``protection_price`` (the reference raised by ``price_band``, or by
+``market_slippage`` without a band): send it to the book with that limit, so
+a fill never costs more than was reserved. A sell reserves its base quantity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal, localcontext
+from typing import Protocol
+
+from cryptodesk.domain.errors import DomainError
+from cryptodesk.domain.orders import Fill, OrderRequest, Side
+from cryptodesk.trading.errors import OrderRejected
+from cryptodesk.trading.instruments import EXACT, Instrument, plain
+
+_ZERO = Decimal(0)
+_ONE = Decimal(1)
+
+
+@dataclass(frozen=True, slots=True)
+class RiskLimits:
+    """Limits for one symbol; ``None`` disables a limit.
+
+    ``price_band`` is a fraction of the last price (0.05: within 5 %);
+    ``max_position`` an absolute base quantity. ``submit_rate`` is orders per
+    second per account (a token bucket of ``submit_burst`` tokens, default
+    ``max(1, floor(rate))``) across symbols, so set it once, on the default.
+    """
+
+    price_band: Decimal | None = None
+    max_order_quantity: Decimal | None = None
+    max_order_notional: Decimal | None = None
+    max_open_orders: int | None = None
+    max_position: Decimal | None = None
+    submit_rate: Decimal | None = None
+    submit_burst: int | None = None
+    market_slippage: Decimal = Decimal("0.05")
+
+
+class OpenOrder(Protocol):
+    """What the risk engine needs to know of a resting order."""
+
+    @property
+    def side(self) -> Side: ...
+
+    @property
+    def remaining(self) -> Decimal: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RestingOrder:
+    """An ``OpenOrder`` as a plain value."""
+
+    side: Side
+    remaining: Decimal
+
+
+@dataclass(slots=True)
+class _Reservation:
+    account: str
+    asset: str
+    amount: Decimal
+
+
+class Balances:
+    """Available and reserved amounts per account and asset, and reservations per order.
+
+    ``reserve`` moves funds from available to reserved under an order id;
+    ``settle_fill`` consumes the reservation (a buyer pays quote including a
+    quote fee and receives base, a seller pays base and receives quote minus
+    the fee); ``release`` hands back what is left when the order ends.
+    """
+
+    def __init__(self) -> None:
+        self._available: dict[tuple[str, str], Decimal] = {}
+        self._reserved: dict[tuple[str, str], Decimal] = {}
+        self._orders: dict[str, _Reservation] = {}
+
+    def available(self, account: str, asset: str) -> Decimal:
+        return self._available.get((account, asset), _ZERO)
+
+    def reserved(self, account: str, asset: str) -> Decimal:
+        return self._reserved.get((account, asset), _ZERO)
+
+    def reservation(self, order_id: str) -> Decimal:
+        """What is still reserved for ``order_id`` (0 once released or unknown)."""
+        held = self._orders.get(order_id)
+        return held.amount if held is not None else _ZERO
+
+    def deposit(self, account: str, asset: str, amount: Decimal) -> None:
+        _positive(amount, "amount")
+        _bump(self._available, account, asset, amount)
+
+    def reserve(self, order_id: str, asset: str, amount: Decimal, *, account: str) -> None:
+        """Hold ``amount`` of ``asset`` for ``order_id``; ``insufficient_balance`` if short."""
+        _positive(amount, "amount")
+        if order_id in self._orders:
+            raise DomainError(f"order {order_id} already holds a reservation", field="order_id")
+        free = self.available(account, asset)
+        if free < amount:
+            raise OrderRejected(
+                "insufficient_balance",
+                f"quantity needs {plain(amount)} {asset} but {account} has {plain(free)} available",
+                field="quantity",
+            )
+        _bump(self._available, account, asset, -amount)
+        _bump(self._reserved, account, asset, amount)
+        self._orders[order_id] = _Reservation(account, asset, amount)
+
+    def release(self, order_id: str, amount: Decimal | None = None) -> Decimal:
+        """Return all (or ``amount``) of the order's reservation to available; the amount freed."""
+        held = self._orders.get(order_id)
+        if held is None:
+            return _ZERO
+        if amount is None:
+            amount = held.amount
+        elif amount < _ZERO or amount > held.amount:
+            raise DomainError(
+                f"cannot release {amount} of the {held.amount} reserved for {order_id}",
+                field="amount",
+            )
+        self._take_reserved(order_id, held, amount)
+        _bump(self._available, held.account, held.asset, amount)
+        return amount
+
+    def settle_fill(self, fill: Fill, *, base: str, quote: str) -> None:
+        """Move funds for one fill of ``fill.order_id`` (reservation first, then available).
+
+        A fee in the received asset is taken from what arrives; a fee in a
+        third asset (an exchange token) from that asset's available amount.
+        """
+        with localcontext(EXACT):
+            notional = fill.price * fill.quantity
+            fee = fill.fee if fill.fee_asset else _ZERO
+            gave, got = (quote, base) if fill.side == "buy" else (base, quote)
+            pay = notional if fill.side == "buy" else fill.quantity
+            receive = fill.quantity if fill.side == "buy" else notional
+            if fee and fill.fee_asset == gave:
+                pay += fee
+            elif fee and fill.fee_asset == got:
+                receive -= fee
+            held = self._orders.get(fill.order_id)
+            from_reserved = min(pay, held.amount) if held is not None else _ZERO
+            if held is not None and held.asset != gave:
+                message = f"order {fill.order_id} reserved {held.asset}, the fill pays {gave}"
+                raise DomainError(message, field="order_id")
+            owing = {gave: pay - from_reserved}
+            if fee and fill.fee_asset not in (gave, got):
+                owing[fill.fee_asset] = fee
+            for asset, amount in owing.items():  # check before moving anything
+                if amount > self.available(fill.account, asset):
+                    raise DomainError(
+                        f"fill {fill.trade_id} needs {plain(amount)} {asset} more than "
+                        f"{fill.account} has",
+                        field="quantity",
+                    )
+            if held is not None and from_reserved:
+                self._take_reserved(fill.order_id, held, from_reserved)
+            for asset, amount in owing.items():
+                _bump(self._available, fill.account, asset, -amount)
+            _bump(self._available, fill.account, got, receive)
+
+    def _take_reserved(self, order_id: str, held: _Reservation, amount: Decimal) -> None:
+        with localcontext(EXACT):
+            held.amount -= amount
+        _bump(self._reserved, held.account, held.asset, -amount)
+        if not held.amount:
+            del self._orders[order_id]
+
+
+class PreTradeRisk:
+    """The risk engine. ``limits``: one ``RiskLimits`` for every symbol, or a mapping
+    by symbol with ``default`` for the rest. ``halted(symbol)`` asks the circuit
+    breaker; ``clock()`` is epoch milliseconds."""
+
+    def __init__(
+        self,
+        limits: RiskLimits | Mapping[str, RiskLimits],
+        balances: Balances,
+        *,
+        halted: Callable[[str], bool],
+        clock: Callable[[], int],
+        default: RiskLimits | None = None,
+    ) -> None:
+        if isinstance(limits, RiskLimits):
+            default = limits
+        self._by_symbol = {} if isinstance(limits, RiskLimits) else dict(limits)
+        self._default = default or RiskLimits()
+        self.balances = balances
+        self._halted = halted
+        self._clock = clock
+        self._killed: set[str | None] = set()  # None: everyone
+        self._buckets: dict[str, tuple[Decimal, int]] = {}  # account -> (tokens, at ms)
+
+    def limits(self, symbol: str) -> RiskLimits:
+        return self._by_symbol.get(symbol, self._default)
+
+    def kill(self, account: str | None = None) -> None:
+        """Refuse every new order of ``account`` (or of everyone)."""
+        self._killed.add(account)
+
+    def revive(self, account: str | None = None) -> None:
+        """Undo ``kill`` for ``account`` (or the global switch; account kills stay)."""
+        self._killed.discard(account)
+
+    def check(
+        self,
+        request: OrderRequest,
+        instrument: Instrument,
+        *,
+        order_id: str,
+        last_price: Decimal | None,
+        position: Decimal,
+        open_orders: Sequence[OpenOrder],
+    ) -> None:
+        """Accept ``request`` (reserving its funds) or raise ``OrderRejected``.
+
+        ``position`` is the account's signed base quantity in the symbol,
+        ``open_orders`` its resting orders there.
+        """
+        limits = self.limits(request.symbol)
+        if None in self._killed or request.account in self._killed:
+            who = "all accounts" if None in self._killed else f"account {request.account}"
+            raise OrderRejected("kill_switch", f"trading is stopped for {who}", field="account")
+        reduces = _reduces(request.side, request.quantity, position)
+        if self._halted(request.symbol) and not (request.reduce_only and reduces):
+            raise OrderRejected(
+                "halted",
+                f"symbol {request.symbol} is halted: only reduce_only orders that reduce "
+                "the position are accepted",
+                field="symbol",
+            )
+        self._spend_token(request.account, limits)
+        instrument.validate(request)
+        if request.reduce_only and not reduces:
+            raise OrderRejected(
+                "reduce_only",
+                f"reduce_only {request.side} of quantity {plain(request.quantity)} would "
+                f"increase or flip the position {plain(position)}",
+                field="reduce_only",
+            )
+        reference = self._reference_price(request, limits, last_price)
+        with localcontext(EXACT):
+            notional = reference * request.quantity
+        if request.price is None and notional < instrument.min_notional:
+            raise OrderRejected(
+                "min_notional",
+                f"notional {plain(notional)} {instrument.quote} (quantity x {plain(reference)}) "
+                f"is below the minimum {plain(instrument.min_notional)}",
+                field="quantity",
+            )
+        _check_limits(request, limits, notional, instrument.quote, position, open_orders)
+        if request.side == "sell":
+            asset, amount = instrument.base, request.quantity
+        else:
+            price = reference
+            if request.type in ("market", "stop_market"):
+                price = self.protection_price(request.symbol, "buy", reference)
+            fee = max(instrument.taker_fee, instrument.maker_fee, _ZERO)
+            with localcontext(EXACT):
+                asset, amount = instrument.quote, price * request.quantity * (_ONE + fee)
+        self.balances.reserve(order_id, asset, amount, account=request.account)
+
+    def protection_price(self, symbol: str, side: Side, reference: Decimal) -> Decimal:
+        """The worst price a market order may fill at: ``reference`` moved against the
+        taker by the price band (or the market slippage). A market buy reserves at it."""
+        limits = self.limits(symbol)
+        slip = limits.price_band if limits.price_band is not None else limits.market_slippage
+        with localcontext(EXACT):
+            return reference * (_ONE + slip if side == "buy" else _ONE - slip)
+
+    def _reference_price(
+        self, request: OrderRequest, limits: RiskLimits, last: Decimal | None
+    ) -> Decimal:
+        if request.price is not None:
+            reference = request.price
+        elif request.stop_price is not None:
+            reference = request.stop_price
+        elif last is None or last <= _ZERO:
+            raise OrderRejected(
+                "no_last_price",
+                f"order type {request.type} needs a last trade price of {request.symbol}",
+                field="type",
+            )
+        else:
+            reference = last
+        band = limits.price_band
+        if request.type == "limit" and band is not None and last is not None:
+            with localcontext(EXACT):
+                low, high = last * (_ONE - band), last * (_ONE + band)
+            if not low <= reference <= high:
+                raise OrderRejected(
+                    "price_band",
+                    f"price {plain(reference)} is outside {plain(low)}..{plain(high)} "
+                    f"({plain(band * 100)} % around the last price {plain(last)})",
+                    field="price",
+                )
+        return reference
+
+    def _spend_token(self, account: str, limits: RiskLimits) -> None:
+        rate = limits.submit_rate
+        if rate is None:
+            return
+        burst = Decimal(limits.submit_burst or max(1, int(rate)))
+        now = self._clock()
+        tokens, then = self._buckets.get(account, (burst, now))
+        with localcontext(EXACT):
+            tokens = min(burst, tokens + rate * max(0, now - then) / 1000)
+            if tokens < _ONE:
+                self._buckets[account] = (tokens, now)
+                raise OrderRejected(
+                    "rate_limit",
+                    f"account {account} may submit {plain(rate)} orders per second",
+                    field="account",
+                )
+            self._buckets[account] = (tokens - _ONE, now)
+
+
+def _check_limits(
+    request: OrderRequest,
+    limits: RiskLimits,
+    notional: Decimal,
+    quote: str,
+    position: Decimal,
+    open_orders: Sequence[OpenOrder],
+) -> None:
+    most = limits.max_order_quantity
+    if most is not None and request.quantity > most:
+        raise OrderRejected(
+            "max_quantity",
+            f"quantity {plain(request.quantity)} is above the maximum {plain(most)}",
+            field="quantity",
+        )
+    cap = limits.max_order_notional
+    if cap is not None and notional > cap:
+        raise OrderRejected(
+            "max_notional",
+            f"notional {plain(notional)} {quote} (quantity x price) is above the "
+            f"maximum {plain(cap)}",
+            field="quantity",
+        )
+    count = limits.max_open_orders
+    if count is not None and len(open_orders) >= count:
+        raise OrderRejected(
+            "max_open_orders",
+            f"account {request.account} already has {len(open_orders)} open orders in "
+            f"symbol {request.symbol} (max {count})",
+            field="symbol",
+        )
+    most = limits.max_position
+    if most is None:
+        return
+    with localcontext(EXACT):
+        same_side = sum((o.remaining for o in open_orders if o.side == request.side), _ZERO)
+        sign = _ONE if request.side == "buy" else -_ONE
+        projected = position + sign * (same_side + request.quantity)
+    # An order that shrinks the exposure is always allowed, even over the limit.
+    if abs(projected) > most and abs(projected) > abs(position):
+        raise OrderRejected(
+            "max_position",
+            f"quantity {plain(request.quantity)} would take the position to "
+            f"{plain(projected)} (with open {request.side} orders), beyond {plain(most)}",
+            field="quantity",
+        )
+
+
+def _reduces(side: Side, quantity: Decimal, position: Decimal) -> bool:
+    """True if the order shrinks the position without flipping it."""
+    if side == "buy":
+        return position < _ZERO and quantity <= -position
+    return position > _ZERO and quantity <= position
+
+
+def _bump(book: dict[tuple[str, str], Decimal], account: str, asset: str, amount: Decimal) -> None:
+    with localcontext(EXACT):
+        book[(account, asset)] = book.get((account, asset), _ZERO) + amount
+
+
+def _positive(amount: Decimal, name: str) -> None:
+    if not isinstance(amount, Decimal) or not amount.is_finite() or amount <= _ZERO:
+        raise DomainError(f"{name} must be a positive Decimal, got {amount!r}", field=name)
