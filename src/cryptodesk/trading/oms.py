@@ -1,0 +1,230 @@
+"""The order manager: the one gate in front of the matching engines.
+
+``submit`` validates an order (``Instrument``) and passes it through pre-trade
+risk (which reserves its funds), appends the command to the ``OrderLog``, and
+only then applies it to the ``Venue`` (``trading/venue.py``: matching, fills,
+positions, balance settlement). A rejection is never an exception: ``submit``
+returns an order with status ``rejected`` and the rule broken, and nothing else
+changes (nothing is logged). A repeated ``(account, client_order_id)`` returns
+the first order unchanged. ``cancel``, ``amend``, ``deposit``, ``kill`` and
+``revive`` are logged the same way, so ``replay`` rebuilds the venue exactly from
+the log, without re-running rate limits or risk decisions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from decimal import Decimal
+
+from cryptodesk.domain.errors import DomainError
+from cryptodesk.domain.orders import ORDER_TYPES, SIDES, TIMES_IN_FORCE, OrderRequest, Side
+from cryptodesk.trading.errors import OrderRejected
+from cryptodesk.trading.instruments import Instrument, plain
+from cryptodesk.trading.matching import SelfTrade
+from cryptodesk.trading.order_log import OrderLog, Record
+from cryptodesk.trading.order_state import Order, order_dict
+from cryptodesk.trading.pretrade import PreTradeRisk
+from cryptodesk.trading.venue import Live, Venue
+
+_ZERO = Decimal(0)
+
+
+class OrderManager(Venue):
+    """Commands in, through validation, risk and the log; state as in ``Venue``."""
+
+    def __init__(
+        self,
+        instruments: Mapping[str, Instrument],
+        risk: PreTradeRisk,
+        log: OrderLog,
+        *,
+        clock: Callable[[], int],
+        self_trade: SelfTrade = "cancel_incoming",
+        venue: str = "internal",
+    ) -> None:
+        super().__init__(instruments, risk, self_trade=self_trade, venue=venue)
+        self.log = log
+        self._clock = clock
+
+    @classmethod
+    def replay(
+        cls,
+        instruments: Mapping[str, Instrument],
+        risk_factory: Callable[[], PreTradeRisk],
+        log: OrderLog,
+        *,
+        clock: Callable[[], int] | None = None,
+        self_trade: SelfTrade = "cancel_incoming",
+        venue: str = "internal",
+    ) -> OrderManager:
+        """A manager rebuilt from ``log`` (which it then keeps appending to). Records are
+        applied as they were decided: no rate limit or risk check runs again, and each
+        order reserves what its record says. Without ``clock`` the time stays at the
+        last record's. The rebuilt manager starts with no pending ``updates``."""
+        records = list(log.records())
+        last_ts = int(records[-1]["ts"]) if records else 0
+        manager = cls(instruments, risk_factory(), log, clock=clock or (lambda: last_ts),
+                      self_trade=self_trade, venue=venue)  # fmt: skip
+        for record in records:
+            manager.apply(record)
+        manager.updates.clear()
+        return manager
+
+    # ---- commands -----------------------------------------------------------------------
+
+    def submit(self, request: OrderRequest) -> Order:
+        """Place an order; the order as it stands after matching (or rejected)."""
+        if request.client_order_id is not None:
+            known = self._client_ids.get((request.account, request.client_order_id))
+            if known is not None:
+                return self._orders[known].view
+        ts = self._clock()
+        order_id = f"O{self._order_seq + 1:010d}"
+        try:
+            record = self._admit(request, order_id, ts)
+        except OrderRejected as error:
+            rejected = replace(Order.from_request(request, order_id="", status="rejected", ts=ts),
+                               reject_rule=error.rule, reject_reason=error.message)  # fmt: skip
+            self.updates.append({"event": "order", **order_dict(rejected)})
+            return rejected
+        try:
+            logged = self._record(record)
+        except BaseException:
+            self.risk.balances.release(order_id)  # never logged: it never happened
+            raise
+        self.apply(logged)
+        return self._orders[order_id].view
+
+    def cancel(self, account: str, order_id: str) -> Order:
+        """Cancel an open order; an order already final is returned unchanged."""
+        live = self._owned(account, order_id)
+        if live.view.is_open:
+            self.apply(self._record({"ts": self._clock(), "type": "cancel", "order_id": order_id}))
+        return live.view
+
+    def amend(
+        self,
+        account: str,
+        order_id: str,
+        *,
+        price: Decimal | None = None,
+        quantity: Decimal | None = None,
+    ) -> Order:
+        """Change a resting order's price and/or total quantity (which must stay above what
+        is filled). A smaller quantity keeps the order's place in the queue; anything else
+        re-queues it. Raises ``OrderRejected`` and changes nothing if the amend is refused."""
+        live = self._owned(account, order_id)
+        view, instrument = live.view, live.instrument
+        if not view.is_open:
+            raise OrderRejected("order_closed", f"order {order_id} is {view.status}",
+                                field="order_id")  # fmt: skip
+        engine = self._engines[view.symbol]
+        if engine.order(live.oid) is None or view.price is None:
+            raise OrderRejected("not_amendable", f"order {order_id} is not resting on the book",
+                                field="order_id")  # fmt: skip
+        if price is None and quantity is None:
+            raise OrderRejected("invalid_amend", "an amend needs a new price or quantity",
+                                field="price")  # fmt: skip
+        new_price = view.price if price is None else price
+        new_quantity = view.quantity if quantity is None else quantity
+        instrument.validate(OrderRequest(account, view.symbol, view.side, "limit", new_quantity,
+                                         price=new_price))  # fmt: skip
+        lots = instrument.to_lots(new_quantity)
+        if lots <= live.filled_lots:
+            raise OrderRejected("invalid_quantity", f"quantity {plain(new_quantity)} must be "
+                                f"above the filled {plain(view.filled)}",
+                                field="quantity")  # fmt: skip
+        ticks = instrument.to_ticks(new_price)
+        best = engine.best_ask() if view.side == "buy" else engine.best_bid()
+        if view.post_only and best is not None and (ticks - best) * _sign(view.side) >= 0:
+            raise OrderRejected("post_only", f"price {plain(new_price)} would take liquidity",
+                                field="price")  # fmt: skip
+        need = self.need(live, lots - live.filled_lots, new_price)
+        balances = self.risk.balances
+        asset = instrument.quote if view.side == "buy" else instrument.base
+        free = balances.available(account, asset) + balances.reservation(order_id)
+        if need > free:
+            raise OrderRejected("insufficient_balance", f"quantity needs {plain(need)} {asset} "
+                                f"but {account} has {plain(free)}", field="quantity")  # fmt: skip
+        self.apply(self._record({"ts": self._clock(), "type": "amend", "order_id": order_id,
+                                  "price": str(new_price), "quantity": str(new_quantity),
+                                  "reserve_amount": str(need)}))  # fmt: skip
+        return live.view
+
+    def deposit(self, account: str, asset: str, amount: Decimal) -> None:
+        """Credit ``amount`` of ``asset`` to ``account`` (logged, so a replay has it too)."""
+        if not isinstance(amount, Decimal) or not amount.is_finite() or amount <= _ZERO:
+            raise DomainError(f"amount must be a positive Decimal, got {amount!r}", field="amount")
+        self.apply(self._record({"ts": self._clock(), "type": "deposit", "account": account,
+                                  "asset": asset, "amount": str(amount)}))  # fmt: skip
+
+    def kill(self, account: str | None = None) -> list[Order]:
+        """Stop new orders of ``account`` (None: everyone) and cancel its open orders;
+        the orders cancelled."""
+        ids = [o.order_id for o in self.open_orders(account)]
+        self.apply(self._record({"ts": self._clock(), "type": "kill", "account": account}))
+        return [self._orders[order_id].view for order_id in ids]
+
+    def revive(self, account: str | None = None) -> None:
+        """Undo ``kill`` (see ``PreTradeRisk.revive``)."""
+        self.apply(self._record({"ts": self._clock(), "type": "revive", "account": account}))
+
+    # ---- deciding -----------------------------------------------------------------------
+
+    def _admit(self, request: OrderRequest, order_id: str, ts: int) -> Record:
+        """Validate and risk-check ``request`` (its funds are reserved by then): its record."""
+        choices = {"side": (request.side, SIDES), "type": (request.type, ORDER_TYPES),
+                   "time_in_force": (request.time_in_force, TIMES_IN_FORCE)}  # fmt: skip
+        for name, (value, allowed) in choices.items():
+            if value not in allowed:
+                raise OrderRejected(f"invalid_{name}", f"{name} {value!r} is not one of "
+                                    f"{', '.join(allowed)}", field=name)  # fmt: skip
+        instrument = self.instruments.get(request.symbol)
+        if instrument is None:
+            raise OrderRejected("unknown_symbol", f"symbol {request.symbol} is not traded here",
+                                field="symbol")  # fmt: skip
+        engine = self._engines.get(request.symbol)  # a rejection must not create a book
+        ticks = None if engine is None else engine.last_price
+        last = None if ticks is None else instrument.price(ticks)
+        key = (request.account, request.symbol)
+        position = self._positions.get(*key).quantity if key in self._traded else _ZERO
+        self.risk.check(request, instrument, order_id=order_id, last_price=last,
+                        position=position,
+                        open_orders=[o.view for o in self._open.get(key, {}).values()])  # fmt: skip
+        protection = None
+        if request.type == "market" and last is not None:
+            protection = self.risk.protection_price(request.symbol, request.side, last)
+        elif request.type == "stop_market" and request.stop_price is not None:
+            protection = self.risk.protection_price(request.symbol, request.side,
+                                                    request.stop_price)  # fmt: skip
+        return {
+            "ts": ts, "type": "submit", "order_id": order_id, "account": request.account,
+            "symbol": request.symbol, "side": request.side, "order_type": request.type,
+            "quantity": str(request.quantity), "price": _text(request.price),
+            "stop_price": _text(request.stop_price), "time_in_force": request.time_in_force,
+            "post_only": request.post_only, "reduce_only": request.reduce_only,
+            "client_order_id": request.client_order_id, "protection_price": _text(protection),
+            "reserve_asset": instrument.quote if request.side == "buy" else instrument.base,
+            "reserve_amount": str(self.risk.balances.reservation(order_id)),
+        }  # fmt: skip
+
+    def _record(self, record: Record) -> Record:
+        record = {"seq": self._seq + 1, **record}
+        self.log.append(record)
+        return record
+
+    def _owned(self, account: str, order_id: str) -> Live:
+        live = self._orders.get(order_id)
+        if live is None or live.view.account != account:
+            raise OrderRejected("unknown_order", f"order_id {order_id} is not an order of "
+                                f"{account}", field="order_id")  # fmt: skip
+        return live
+
+
+def _sign(side: Side) -> int:
+    return 1 if side == "buy" else -1
+
+
+def _text(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
