@@ -187,3 +187,20 @@ def test_a_level_compacts_once_most_of_its_queue_is_cancelled() -> None:
     assert e.l2() == ([(100, 10)], [])
     e.market(500, "b", SELL, 10)
     assert e.l2() == ([], [])
+
+
+def test_a_stop_with_an_ioc_limit_expires_what_it_cannot_fill_within_the_limit() -> None:
+    e = book()
+    e.stop(20, "c", BUY, 101, 10, limit_price=101, tif="ioc")  # a capped stop-market
+    e.market(30, "d", BUY, 1)  # trades at 101: triggers #20, which takes the 7 left at 101
+    assert kinds(e)[1:] == [
+        ("accepted", 30, "d", BUY, None, 1, "market"),
+        ("trade", 1, 30, 101, 1, 4, 0, BUY),
+        ("triggered", 20, 101),
+        ("trade", 1, 20, 101, 4, 0, 6, BUY),
+        ("trade", 2, 20, 101, 3, 0, 3, BUY),
+        ("expired", 20, 3, "ioc_remainder"),
+    ]
+    assert e.l2() == ([(99, 2)], [(102, 4)])  # nothing of #20 rests
+    e.stop(21, "c", BUY, 50, 1, limit_price=60, tif="day")
+    assert kinds(e) == [("rejected", 21, "time in force 'day' is not gtc, ioc or fok")]

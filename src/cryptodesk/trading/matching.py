@@ -72,9 +72,9 @@ class MatchingEngine:
         self._bid_keys: list[int] = []  # prices ascending: the best bid is last
         self._ask_keys: list[int] = []  # negated prices ascending: the best ask is last
         self._orders: dict[int, list[Any]] = {}
-        # Stops waiting for their trigger: oid -> (account, side, stop, qty, limit or None);
+        # Stops waiting for their trigger: oid -> (account, side, stop, qty, limit, tif);
         # heaps of (trigger key, oid) pop the next to trigger first.
-        self._stops: dict[int, tuple[str, int, int, int, int | None]] = {}
+        self._stops: dict[int, tuple[str, int, int, int, int | None, str]] = {}
         self._buy_stops: list[tuple[int, int]] = []
         self._sell_stops: list[tuple[int, int]] = []
 
@@ -153,20 +153,24 @@ class MatchingEngine:
 
     def stop(
         self, oid: int, account: str, side: int, stop_price: int, qty: int,
-        limit_price: int | None = None,
+        limit_price: int | None = None, tif: str = "gtc",
     ) -> None:  # fmt: skip
         """A stop-market (no ``limit_price``) or stop-limit order, triggered by the last
-        trade price; one whose trigger is already reached triggers at once."""
+        trade price; one whose trigger is already reached triggers at once. A stop-limit
+        becomes a limit order with ``tif`` when triggered: ``ioc`` caps a stop-market at
+        a protection price (what cannot fill within it expires instead of resting)."""
         reason = self._invalid(oid, side, qty, limit_price)
         if reason is None and stop_price <= 0:
             reason = "stop price must be positive"
+        if reason is None and tif not in ("gtc", "ioc", "fok"):
+            reason = f"time in force {tif!r} is not gtc, ioc or fok"
         self.seq += 1
         if reason is not None:
             self._events.append((self.seq, "rejected", oid, reason))
             return
         kind = "stop_market" if limit_price is None else "stop_limit"
         self._events.append((self.seq, "accepted", oid, account, side, limit_price, qty, kind))
-        self._stops[oid] = (account, side, stop_price, qty, limit_price)
+        self._stops[oid] = (account, side, stop_price, qty, limit_price, tif)
         if side == BUY:
             heapq.heappush(self._buy_stops, (stop_price, oid))
         else:
@@ -269,8 +273,8 @@ class MatchingEngine:
         o = self._orders.get(oid)
         return None if o is None else (o[_SIDE], o[_PRICE], o[_QTY], o[_ACCOUNT])
 
-    def waiting_stops(self) -> dict[int, tuple[str, int, int, int, int | None]]:
-        """Stops not triggered yet: oid -> (account, side, stop, qty, limit or None)."""
+    def waiting_stops(self) -> dict[int, tuple[str, int, int, int, int | None, str]]:
+        """Stops not triggered yet: oid -> (account, side, stop, qty, limit or None, tif)."""
         return dict(self._stops)
 
     def __len__(self) -> int:
@@ -466,10 +470,10 @@ class MatchingEngine:
                     break
             if oid is None:
                 return
-            account, side, _, qty, limit = stops.pop(oid)
+            account, side, _, qty, limit, tif = stops.pop(oid)
             self.seq += 1
             self._events.append((self.seq, "triggered", oid, last))
             if limit is None:
                 self._market(oid, account, side, qty)
             else:
-                self._limit(oid, account, side, limit, qty, "gtc", False)
+                self._limit(oid, account, side, limit, qty, tif, False)

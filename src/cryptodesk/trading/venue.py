@@ -16,8 +16,8 @@ sequence, times the record's ``ts``. Every order change and fill is appended to
 
 Market orders go to the book as IOC (or FOK) limits at the risk engine's
 protection price, so a fill never costs more than was reserved; a stop-market
-order waits as a stop-limit at that price and whatever of it would rest after
-the trigger expires at once (reason ``protection_price``).
+order waits as a stop whose triggered order is an IOC at that price, so what
+cannot fill within it expires (reason ``protection_price``).
 """
 
 from __future__ import annotations
@@ -192,7 +192,7 @@ class Venue:
             engine.stop(oid, request.account, side, stop, lots, ticks)
         elif stop is not None and protection is not None:
             engine.stop(oid, request.account, side, stop, lots,
-                        _cap(instrument, side, protection))  # fmt: skip
+                        _cap(instrument, side, protection), "ioc")  # fmt: skip
         else:
             raise ValueError(f"order log record {record['seq']} lacks a price")
         self._drain(request.symbol, ts)
@@ -226,16 +226,15 @@ class Venue:
                 live = self._by_oid[event[2]]
                 if kind == "accepted":
                     self._change(live, ts, status="accepted")
-                elif kind == "booked" and live.view.type == "stop_market":
-                    # The engine has no stop-market with a price cap: the part a triggered
-                    # stop-market could not fill within its protection price ends here.
-                    engine.cancel(live.oid, "protection_price")
                 elif kind == "cancelled":
-                    reason = event[6]
-                    status: OrderStatus = "expired" if reason == "protection_price" else "cancelled"
-                    self._change(live, ts, status=status, close_reason=reason)
+                    self._change(live, ts, status="cancelled", close_reason=event[6])
                 elif kind == "expired":
-                    self._change(live, ts, status="expired", close_reason=event[4])
+                    # A triggered stop-market is an IOC at its protection price: what it
+                    # could not fill within that price expires.
+                    reason = event[4]
+                    if live.view.type == "stop_market" and reason == "ioc_remainder":
+                        reason = "protection_price"
+                    self._change(live, ts, status="expired", close_reason=reason)
                 elif kind == "rejected":
                     self._change(live, ts, status="rejected", reject_rule="engine",
                                  reject_reason=event[3])  # fmt: skip
