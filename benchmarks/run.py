@@ -39,6 +39,7 @@ MODULES = [
     "bench_api",
     "bench_ws",
     "bench_matching",
+    "bench_full_path",
 ]
 # Indicators measured against TA-Lib (vwap has no TA-Lib twin).
 _TALIB_TWINS = (
@@ -58,6 +59,7 @@ TARGETS: dict[str, str] = {
     "risk/report_100x1000": "< 200 ms (without Monte Carlo)",
     "risk/monte_carlo_100k_x100": "< 2,000 ms",
     "matching/engine_1m": ">= 1,000,000 operations/s",
+    "full_path/full_path_1m": ">= 300,000 operations/s",
     "matching/engine_latency": "p99 < 20 µs",
     "matching/engine_vs_fastest_reference": ">= 3x",
 }
@@ -74,6 +76,7 @@ TARGET_VALUES = {
     "risk/report_100x1000": 200.0,
     "risk/monte_carlo_100k_x100": 2000.0,
     "matching/engine_1m": 1_000_000.0,
+    "full_path/full_path_1m": 300_000.0,
     "matching/engine_latency": 20.0,
     "matching/engine_vs_fastest_reference": 3.0,
 }

@@ -14,7 +14,7 @@ says why an order was cancelled or expired (``client``, ``self_trade``,
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from decimal import Decimal, localcontext
 from typing import Any, Final
 
@@ -105,15 +105,21 @@ def check_transition(order: Order, status: OrderStatus) -> None:
         raise ValueError(f"order {order.order_id} cannot go from {order.status} to {status}")
 
 
+_ORDER_FIELDS: Final = tuple(f.name for f in fields(Order))
+_FILL_FIELDS: Final = tuple(f.name for f in fields(Fill))
+
+
 def order_dict(order: Order) -> dict[str, Any]:
-    """The order as JSON-able values (decimals as strings)."""
-    return {key: _plain(value) for key, value in asdict(order).items()}
+    """The order as JSON-able values (decimals as strings). Field by field, not
+    ``dataclasses.asdict``: that deep-copies every value, and an update is made for
+    every order change."""
+    return {key: _plain(getattr(order, key)) for key in _ORDER_FIELDS}
 
 
 def fill_dict(fill: Fill) -> dict[str, Any]:
     """The fill as JSON-able values (decimals as strings)."""
-    return {key: _plain(value) for key, value in asdict(fill).items()}
+    return {key: _plain(getattr(fill, key)) for key in _FILL_FIELDS}
 
 
 def _plain(value: Any) -> Any:
-    return str(value) if isinstance(value, Decimal) else value
+    return str(value) if type(value) is Decimal else value
