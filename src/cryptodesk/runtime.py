@@ -65,6 +65,7 @@ from cryptodesk.services.signal_queries import SignalQueries
 from cryptodesk.services.signal_rules import RuleBook
 from cryptodesk.services.signal_service import SignalService
 from cryptodesk.services.sources import ExchangeFetcher, make_fetcher
+from cryptodesk.trading_wiring import orders_api_router
 from cryptodesk.wiring import (
     StartupError,
     make_bus,
@@ -409,6 +410,7 @@ class Runtime:
                         backtests_router(backtest_jobs), signals_router(signal_queries),
                         ledger_router(api_portfolio.ledger), api_portfolio.router(),
                         risk_api_router(s, api_portfolio.valuation, reads, cache),
+                        orders_api_router(s, store.engine, cache, bus),
                         graphql_router(api_portfolio.ledger, api_portfolio.valuation,
                                        signal_queries, AUTHENTICATED),
                         *ws_routes,

@@ -18,6 +18,7 @@ import subprocess
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -198,3 +199,46 @@ def test_the_documented_example_prints_a_channel(server: Server) -> None:
     for prev, p in itertools.pairwise(parsed):
         assert p[2] == prev[2] + 1 + p[3]
     assert [p[4]["symbol"] for p in parsed[1:]] == ["BTC/USDT"] * 3
+
+
+async def test_orders_placed_over_rest_reach_the_tenants_orders_channel(server: Server) -> None:
+    """Two accounts of one tenant trade on the internal venue; a subscriber of the
+    tenant's ``orders`` channel sees both orders filled and both fills."""
+    import httpx
+
+    headers = await asyncio.to_thread(server.auth, "trader", "desk")
+    token = headers["Authorization"].removeprefix("Bearer ")
+    async with connect(f"{ws_url(server)}?token={token}") as ws:
+        await subscribe(ws, ["orders"])
+        while (await recv_json(ws))["type"] != "subscribed":
+            pass
+        async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=30) as c:
+            for account, asset, amount in (("alice", "USDT", "100000"), ("bob", "BTC", "1")):
+                deposit = {"account": account, "asset": asset, "amount": amount}
+                r = await c.post("/api/v1/paper/deposits", json=deposit)
+                assert r.status_code == 201, r.text
+            for account, side in (("bob", "sell"), ("alice", "buy")):
+                r = await c.post("/api/v1/orders", json={
+                    "account": account, "symbol": "BTC/USDT", "side": side, "type": "limit",
+                    "quantity": "0.5", "price": "60000"})  # fmt: skip
+                assert r.status_code == 201, r.text
+            assert r.json()["status"] == "filled"
+            positions = (await c.get("/api/v1/positions")).json()["positions"]
+        held = {p["account"]: Decimal(p["quantity"]) for p in positions}
+        assert held == {"alice": Decimal("0.5"), "bob": Decimal("-0.5")}
+        seen: dict[str, set[str]] = defaultdict(set)
+        fills = 0
+        while not (seen["O0000000001"] >= {"filled"} and seen["O0000000002"] >= {"filled"}
+                   and fills == 2):  # fmt: skip
+            msg = await asyncio.wait_for(recv_json(ws), timeout=30)
+            if msg["type"] not in ("snapshot", "delta") or msg.get("channel") != "orders":
+                continue
+            for item in msg["data"]:  # an event channel: new items, oldest first
+                if item["event"] == "fill":
+                    fills += 1
+                else:
+                    seen[item["order_id"]].add(item["status"])
+
+
+async def recv_json(ws: ClientConnection) -> dict[str, Any]:
+    return json.loads(await ws.recv())  # type: ignore[no-any-return]

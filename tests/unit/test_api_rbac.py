@@ -19,6 +19,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from cryptodesk.adapters.bus.memory import MemoryBus
 from cryptodesk.adapters.cache.memory import MemoryCache
 from cryptodesk.adapters.db.engine import create_engine
 from cryptodesk.adapters.db.signal_store import SqlSignalStore
@@ -36,6 +37,7 @@ from cryptodesk.risk_wiring import risk_api_router
 from cryptodesk.services.backtests import BacktestJobs
 from cryptodesk.services.signal_queries import SignalQueries
 from cryptodesk.services.signal_rules import RuleBook
+from cryptodesk.trading_wiring import orders_api_router
 from tests.unit._auth import Logins, auth_service
 from tests.unit._fakes import Harness
 from tests.unit._ledger_api import CSV, import_csv, migrated_template
@@ -97,6 +99,7 @@ async def env(tmp_path: Path, template: Path) -> AsyncIterator[Env]:
         ledger_router(portfolio.ledger), portfolio.router(),
         graphql_router(portfolio.ledger, portfolio.valuation, signal_queries, AUTHENTICATED),
         risk_api_router(settings, portfolio.valuation, store, h.cache),
+        orders_api_router(settings, store.engine, h.cache, MemoryBus()),
     ]  # fmt: skip
     yield Env(_app(h, routers, logins), logins)
     await jobs.close()

@@ -44,7 +44,7 @@ def test_upgrade_creates_tables_and_indexes(db: Path) -> None:
         "alembic_version", "trades", "candles", "job_runs",
         "signals", "signal_progress", "signal_rules",
         "accounts", "account_balances", "ledger_entries", "ledger_heads", "portfolio_snapshots",
-        "tenants", "users", "refresh_tokens", "api_keys", "audit_log", "audit_head",
+        "tenants", "users", "refresh_tokens", "api_keys", "audit_log", "audit_head", "order_log",
     }  # fmt: skip
     assert found["index"] == {
         "ix_trades_exchange_ts_trade_id_symbol",
@@ -65,7 +65,7 @@ def test_current_reports_head(db: Path) -> None:
     assert migrate.current(url(db)) is None
     assert not db.exists()  # asking does not create the database
     migrate.upgrade(url(db))
-    assert migrate.current(url(db)) == migrate.head() == "0006"
+    assert migrate.current(url(db)) == migrate.head() == "0007"
 
 
 def test_upgrade_twice_is_a_no_op(db: Path) -> None:
@@ -106,7 +106,7 @@ def test_migration_matches_the_models(db: Path) -> None:
 def test_tables_are_clustered_on_their_keys(db: Path) -> None:
     migrate.upgrade(url(db))
     with sqlite3.connect(db) as conn:
-        for table in ("trades", "candles", "signals", "signal_progress"):
+        for table in ("trades", "candles", "signals", "signal_progress", "order_log"):
             (sql,) = conn.execute(
                 "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
             ).fetchone()

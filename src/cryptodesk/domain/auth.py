@@ -6,7 +6,8 @@ and, for an API key, when the key's scopes include it too.
 
 - ``viewer`` reads everything of its tenant;
 - ``trader`` also places orders, runs backtests and keeps its own API keys;
-- ``manager`` also writes the ledger, accounts and signal rules and syncs;
+- ``manager`` also writes the ledger, accounts and signal rules, syncs and
+  throws the kill switch;
 - ``admin`` also manages users, reads the audit log and the scheduled jobs.
 
 ``public`` is the permission of what anyone may read without credentials
@@ -43,6 +44,7 @@ Permission = Literal[
     "risk:read",
     "orders:read",
     "orders:write",
+    "orders:kill",
     "api_keys:manage",
     "users:manage",
     "audit:read",
@@ -71,6 +73,7 @@ _MANAGER: frozenset[Permission] = _TRADER | {
     "accounts:write",
     "portfolio:sync",
     "signals:write",
+    "orders:kill",
 }
 _ADMIN = frozenset(PERMISSIONS)
 

@@ -371,3 +371,17 @@ audit_head = Table(
     Column("hash", String(HASH_LEN), nullable=False),
     PrimaryKeyConstraint("id"),
 )
+
+# Each tenant's order log (``order_log_store``): every command the order manager
+# accepted, in order, as its JSON record. The log is the trading state's source of
+# truth: replaying it rebuilds books, orders, fills, positions and paper balances.
+order_log = Table(
+    "order_log",
+    metadata,
+    Column("tenant_id", String(TENANT_LEN), nullable=False),
+    Column("seq", BigInteger, nullable=False),  # 1..n per tenant, no gaps
+    Column("ts", BigInteger, nullable=False),  # epoch ms, the manager's clock
+    Column("record", Text, nullable=False),  # JSON object (trading/order_log.py)
+    PrimaryKeyConstraint("tenant_id", "seq"),
+    sqlite_with_rowid=False,
+)

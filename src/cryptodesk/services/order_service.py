@@ -1,0 +1,393 @@
+"""Orders of every tenant on the internal paper venue, acknowledged only once durable.
+
+Each tenant has one ``OrderManager`` (``trading/oms.py``), built on first use by
+replaying that tenant's stored order log. Commands of one tenant run one at a
+time under its lock: first the manager catches up with records another process
+may have appended, then the command runs on the manager with an in-memory log,
+and the records it produced are written to the database before the call returns.
+That write is the acknowledgement: if it fails the manager is dropped (the next
+call rebuilds it from the database) and the error propagates, so an order the
+caller was told about is always in the database and a restart replays it. A
+write refused because another process took the same seq is retried once on a
+manager rebuilt from the database.
+
+A rejected order is not an error: ``submit`` returns it with status
+``rejected`` and its rule. Order changes and fills (``take_updates``) go to
+``on_updates(tenant, updates)`` after the write, for the bus and the WebSocket
+``orders`` channel. Order ids are per tenant (``O`` + sequence).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Protocol, TypeVar
+
+import structlog
+
+from cryptodesk.adapters.db.order_log_store import OrderLogConflict
+from cryptodesk.domain.orders import Fill, OrderRequest, OrderStatus
+from cryptodesk.domain.symbol import Symbol
+from cryptodesk.domain.timeutil import now_ms
+from cryptodesk.trading.instruments import TICK_SIZE, Instrument
+from cryptodesk.trading.oms import OrderManager
+from cryptodesk.trading.order_log import Record
+from cryptodesk.trading.order_state import Order
+from cryptodesk.trading.positions import Position
+from cryptodesk.trading.pretrade import Balances, PreTradeRisk, RiskLimits
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+Updates = list[dict[str, Any]]
+UpdateHook = Callable[[str, Updates], Awaitable[None]]
+Instruments = Mapping[str, Instrument] | Callable[[str], Mapping[str, Instrument]]
+
+
+class OrderLogStore(Protocol):
+    """Where each tenant's order log is kept (``adapters.db.order_log_store.SqlOrderLog``)."""
+
+    async def append(self, tenant: str, records: Sequence[Record]) -> None: ...
+
+    async def records(self, tenant: str, *, after: int = 0) -> list[Record]: ...
+
+
+class HaltReader(Protocol):
+    """The circuit breakers' states (``services.circuit_breakers.BreakerStates``)."""
+
+    async def is_halted(self, exchange: str, symbol: str) -> bool: ...
+
+
+def halted_by(breakers: HaltReader, exchanges: Sequence[str]) -> Callable[[str], Awaitable[bool]]:
+    """``halted`` for ``OrderService``: a symbol is halted while its breaker on any of
+    ``exchanges`` is (the internal venue trades at those markets' prices)."""
+
+    async def halted(symbol: str) -> bool:
+        for exchange in exchanges:
+            if await breakers.is_halted(exchange, symbol):
+                return True
+        return False
+
+    return halted
+
+
+class OrderNotFound(LookupError):
+    """No order of that id in the tenant (another tenant's id is not found either)."""
+
+    def __init__(self, order_id: str) -> None:
+        super().__init__(f"no order {order_id!r}")
+        self.order_id = order_id
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    """What ``submit`` did: the order, and False when ``client_order_id`` named an
+    order placed before (returned unchanged, nothing new happened)."""
+
+    order: Order
+    new: bool
+
+
+def default_instruments(
+    symbols: Sequence[str],
+    markets: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    precision_mode: int = TICK_SIZE,
+) -> dict[str, Instrument]:
+    """The internal venue's instruments: from ccxt ``markets`` where given, else a
+    default grid (tick 0.01, lot 0.00001, min notional 1, fees 0.1 %)."""
+    out: dict[str, Instrument] = {}
+    for name in symbols:
+        market = (markets or {}).get(name)
+        if market is not None:
+            out[name] = Instrument.from_ccxt_market(market, precision_mode=precision_mode)
+            continue
+        symbol = Symbol.parse(name)
+        out[name] = Instrument(name, symbol.base, symbol.quote, tick_size=Decimal("0.01"),
+                               lot_size=Decimal("0.00001"), min_notional=Decimal(1))  # fmt: skip
+    return out
+
+
+class _PendingLog:
+    """The manager's ``OrderLog``: the stored history to replay, then the records of
+    the command running now, until the service has written them."""
+
+    def __init__(self, history: list[Record]) -> None:
+        self.history = history
+        self.pending: list[Record] = []
+
+    def append(self, record: Record) -> None:
+        self.pending.append(dict(record))
+
+    def records(self) -> list[Record]:
+        return self.history
+
+
+@dataclass(slots=True)
+class _Tenant:
+    manager: OrderManager
+    log: _PendingLog
+    seq: int  # of the newest record applied (stored)
+    accounts: dict[str, None] = field(default_factory=dict)  # in order of first record
+
+
+class OrderService:
+    """Orders, fills, positions and paper balances per tenant, over ``store``."""
+
+    def __init__(
+        self,
+        store: OrderLogStore,
+        instruments: Instruments,
+        *,
+        limits: RiskLimits | Mapping[str, RiskLimits] | None = None,
+        halted: Callable[[str], Awaitable[bool]] | None = None,
+        clock: Callable[[], int] = now_ms,
+        on_updates: UpdateHook | None = None,
+    ) -> None:
+        self._store = store
+        self._instruments = instruments
+        self._limits = RiskLimits() if limits is None else limits
+        self._halted = halted
+        self._clock = clock
+        self.on_updates = on_updates
+        self._tenants: dict[str, _Tenant] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._halted_now: dict[str, bool] = {}
+
+    # ---- commands -------------------------------------------------------------------
+
+    async def submit(self, tenant: str, request: OrderRequest) -> Placed:
+        """Place ``request``; the order (maybe ``rejected``) once it is durable."""
+        halted = False if self._halted is None else await self._halted(request.symbol)
+
+        def place(m: OrderManager, log: _PendingLog) -> Placed:
+            self._halted_now[request.symbol] = halted
+            order = m.submit(request)
+            return Placed(order, new=bool(log.pending) or order.status == "rejected")
+
+        return await self._command(tenant, place)
+
+    async def cancel(self, tenant: str, order_id: str) -> Order:
+        """Cancel an open order; an order already final comes back unchanged."""
+        return await self._command(tenant, lambda m, _: m.cancel(_owner(m, order_id), order_id))
+
+    async def amend(
+        self,
+        tenant: str,
+        order_id: str,
+        *,
+        price: Decimal | None = None,
+        quantity: Decimal | None = None,
+    ) -> Order:
+        """Change a resting order's price and/or quantity (``OrderRejected`` if refused)."""
+
+        def amend(m: OrderManager, _: _PendingLog) -> Order:
+            return m.amend(_owner(m, order_id), order_id, price=price, quantity=quantity)
+
+        return await self._command(tenant, amend)
+
+    async def deposit(self, tenant: str, account: str, asset: str, amount: Decimal) -> None:
+        """Credit paper money to ``account`` (logged like every command)."""
+        await self._command(tenant, lambda m, _: m.deposit(account, asset, amount))
+
+    async def kill(self, tenant: str, account: str | None = None) -> list[Order]:
+        """Stop new orders of ``account`` (None: the whole tenant); the orders cancelled."""
+        return await self._command(tenant, lambda m, _: m.kill(account))
+
+    async def revive(self, tenant: str, account: str | None = None) -> None:
+        await self._command(tenant, lambda m, _: m.revive(account))
+
+    # ---- queries (each catches up with the stored log first) ------------------------
+
+    async def order(self, tenant: str, order_id: str) -> Order:
+        return await self._query(tenant, lambda t: _find(t.manager, order_id))
+
+    async def orders(
+        self,
+        tenant: str,
+        *,
+        account: str | None = None,
+        symbol: str | None = None,
+        status: OrderStatus | None = None,
+    ) -> list[Order]:
+        """The tenant's orders (rejections are not kept), by order id."""
+
+        def pick(t: _Tenant) -> list[Order]:
+            names = [account] if account is not None else list(t.accounts)
+            found = [o for a in names for o in t.manager.orders(a, status=status)]
+            found = [o for o in found if symbol is None or o.symbol == symbol]
+            return sorted(found, key=lambda o: o.order_id)
+
+        return await self._query(tenant, pick)
+
+    async def fills(
+        self, tenant: str, *, account: str | None = None, symbol: str | None = None
+    ) -> list[Fill]:
+        """The tenant's fills, by trade id then order id (a trade between two of the
+        tenant's accounts is two fills)."""
+
+        def pick(t: _Tenant) -> list[Fill]:
+            names = [account] if account is not None else list(t.accounts)
+            found = [f for a in names for f in t.manager.fills(a)]
+            found = [f for f in found if symbol is None or f.symbol == symbol]
+            return sorted(found, key=lambda f: (f.trade_id, f.order_id))
+
+        return await self._query(tenant, pick)
+
+    async def positions(
+        self, tenant: str, *, account: str | None = None
+    ) -> list[tuple[Position, Decimal | None]]:
+        """Copies of the positions of each traded (account, symbol), with the venue's
+        last trade price of the symbol as the mark (None: no trade yet)."""
+
+        def pick(t: _Tenant) -> list[tuple[Position, Decimal | None]]:
+            names = [account] if account is not None else list(t.accounts)
+            out = []
+            for name in names:
+                for p in t.manager.positions(name):
+                    copy = Position(p.account, p.symbol, p.quantity, p.cost, p.realized,
+                                    p.fees, dict(p.other_fees))  # fmt: skip
+                    out.append((copy, _last_price(t.manager, p.symbol)))
+            return sorted(out, key=lambda pair: (pair[0].account, pair[0].symbol))
+
+        return await self._query(tenant, pick)
+
+    async def balance(self, tenant: str, account: str, asset: str) -> tuple[Decimal, Decimal]:
+        """(available, reserved) of ``asset`` in the paper ``account``."""
+
+        def read(t: _Tenant) -> tuple[Decimal, Decimal]:
+            balances = t.manager.risk.balances
+            return balances.available(account, asset), balances.reserved(account, asset)
+
+        return await self._query(tenant, read)
+
+    async def book(self, tenant: str, symbol: str, depth: int = 10) -> dict[str, Any]:
+        """The tenant's book of ``symbol``: aggregated levels (decimal strings), last price."""
+
+        def read(t: _Tenant) -> dict[str, Any]:
+            instrument = t.manager.instruments.get(symbol)
+            if instrument is None:
+                return {"symbol": symbol, "bids": [], "asks": [], "last_price": None}
+            bids, asks = t.manager.book(symbol).l2(depth)
+            last = _last_price(t.manager, symbol)
+            return {"symbol": symbol, "bids": _levels(instrument, bids),
+                    "asks": _levels(instrument, asks),
+                    "last_price": None if last is None else str(last)}  # fmt: skip
+
+        return await self._query(tenant, read)
+
+    def forget(self, tenant: str) -> None:
+        """Drop the tenant's manager: the next call rebuilds it from the database."""
+        self._tenants.pop(tenant, None)
+
+    # ---- the mechanics --------------------------------------------------------------
+
+    def _lock(self, tenant: str) -> asyncio.Lock:
+        lock = self._locks.get(tenant)
+        if lock is None:
+            lock = self._locks[tenant] = asyncio.Lock()
+        return lock
+
+    async def _current(self, tenant: str) -> _Tenant:
+        """The tenant's manager, built or caught up with the stored log (hold the lock)."""
+        state = self._tenants.get(tenant)
+        if state is None:
+            history = await self._store.records(tenant)
+            return self._build(tenant, history)
+        newer = await self._store.records(tenant, after=state.seq)
+        if newer:  # another process appended: apply its records as decided there
+            try:
+                for record in newer:
+                    state.manager.apply(record)
+                    _note(state, record)
+            except Exception:
+                self.forget(tenant)
+                raise
+            state.manager.updates.clear()  # that process published them
+        return state
+
+    def _build(self, tenant: str, history: list[Record]) -> _Tenant:
+        log = _PendingLog(history)
+        instruments = self._instruments
+        chosen = instruments(tenant) if callable(instruments) else instruments
+
+        def risk() -> PreTradeRisk:
+            halted = self._halted_now.get
+            return PreTradeRisk(self._limits, Balances(), clock=self._clock,
+                                halted=lambda symbol: halted(symbol, False))  # fmt: skip
+
+        manager = OrderManager.replay(chosen, risk, log, clock=self._clock)
+        state = _Tenant(manager, log, 0)
+        for record in history:
+            _note(state, record)
+        log.history = []  # replayed; only new records matter from here on
+        self._tenants[tenant] = state
+        return state
+
+    async def _query(self, tenant: str, read: Callable[[_Tenant], T]) -> T:
+        async with self._lock(tenant):
+            return read(await self._current(tenant))
+
+    async def _command(self, tenant: str, run: Callable[[OrderManager, _PendingLog], T]) -> T:
+        async with self._lock(tenant):
+            for attempt in (1, 2):
+                state = await self._current(tenant)
+                state.log.pending.clear()
+                try:
+                    result = run(state.manager, state.log)
+                except Exception:
+                    if state.log.pending:  # half applied and never stored: rebuild
+                        self.forget(tenant)
+                    raise
+                records, state.log.pending = state.log.pending, []
+                try:
+                    await self._store.append(tenant, records)
+                except Exception as exc:
+                    self.forget(tenant)  # applied in memory only: never acknowledged
+                    if attempt == 1 and isinstance(exc, OrderLogConflict):
+                        log.info("order log moved on elsewhere; deciding again", tenant=tenant)
+                        continue
+                    raise
+                for record in records:
+                    _note(state, record)
+                await self._publish(tenant, state.manager.take_updates())
+                return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _publish(self, tenant: str, updates: Updates) -> None:
+        if not updates or self.on_updates is None:
+            return
+        try:
+            await self.on_updates(tenant, updates)
+        except Exception as exc:  # the command is durable: publishing is best effort
+            log.warning("order updates not published", tenant=tenant, error=repr(exc))
+
+
+def _note(state: _Tenant, record: Record) -> None:
+    state.seq = max(state.seq, int(record["seq"]))
+    account = record.get("account")
+    if record["type"] in ("submit", "deposit") and account is not None:
+        state.accounts.setdefault(account, None)
+
+
+def _find(manager: OrderManager, order_id: str) -> Order:
+    order = manager.order(order_id)
+    if order is None:
+        raise OrderNotFound(order_id)
+    return order
+
+
+def _owner(manager: OrderManager, order_id: str) -> str:
+    return _find(manager, order_id).account
+
+
+def _levels(instrument: Instrument, levels: list[tuple[int, int]]) -> list[list[str]]:
+    return [[str(instrument.price(p)), str(instrument.quantity(q))] for p, q in levels]
+
+
+def _last_price(manager: OrderManager, symbol: str) -> Decimal | None:
+    instrument = manager.instruments.get(symbol)
+    ticks = manager.book(symbol).last_price
+    return None if instrument is None or ticks is None else instrument.price(ticks)
