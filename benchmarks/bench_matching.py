@@ -111,12 +111,35 @@ def run_pyorderbook(flow: list[Op]) -> tuple[float, BookState, Any]:
     return seconds, state, (book, orders)
 
 
-def run_liquibook(flow: list[Op]) -> tuple[float, BookState, Any]:
+def run_liquibook(flow: list[Op], *, callbacks: bool = False) -> tuple[float, BookState, Any]:
+    """liquibook on ``flow``; with ``callbacks`` an order listener receives its accept,
+    fill and cancel notifications in Python (what our engine's events carry)."""
     import liquibook  # type: ignore[import-untyped]
 
     book = liquibook.liquibook_book_OrderBook()
     orders: dict[int, Any] = {}
     book.set_symbol(SYMBOL)
+    if callbacks:
+        sink: list[tuple[Any, ...]] = []
+
+        def keep(event: tuple[Any, ...]) -> None:
+            sink.append(event)
+            if len(sink) >= EVENT_BATCH:  # taken by a consumer, as the engine's are
+                sink.clear()
+
+        class Listener(liquibook.OrderListener):  # type: ignore[misc]
+            def on_accept(self, order: Any) -> None:
+                keep(("accepted", order))
+
+            def on_fill(self, passive: Any, aggressive: Any, qty: int, cost: int) -> None:
+                keep(("trade", passive, aggressive, qty, cost))
+
+            def on_cancel(self, order: Any) -> None:
+                keep(("cancelled", order))
+
+        listener = Listener()
+        book.set_order_listener(listener)
+        orders[-1] = listener  # kept alive as long as the book
     make, add, cancel = liquibook.SimpleOrder, book.add, book.cancel
     began = time.perf_counter()
     for op, oid, side, price, qty in flow:
@@ -185,6 +208,12 @@ def pyorderbook_1m() -> Result:
 
 def liquibook_1m() -> Result:
     return _throughput("liquibook", run_liquibook)
+
+
+def liquibook_callbacks_1m() -> Result:
+    """For context, not the target's reference: liquibook delivering its accept, fill
+    and cancel callbacks to Python, as our engine delivers its events."""
+    return _throughput("liquibook_callbacks", lambda flow: run_liquibook(flow, callbacks=True))
 
 
 def engine_1m() -> Result:
@@ -327,6 +356,7 @@ def cases() -> dict[str, Callable[[], Result]]:
     return {
         "pyorderbook_1m": pyorderbook_1m,
         "liquibook_1m": liquibook_1m,
+        "liquibook_callbacks_1m": liquibook_callbacks_1m,
         "engine_1m": engine_1m,
         "engine_vs_fastest_reference": engine_vs_fastest_reference,
         "engine_latency": engine_latency,
