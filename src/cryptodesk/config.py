@@ -30,6 +30,7 @@ from pydantic_settings import (
 
 from cryptodesk.config_api import ApiSettings
 from cryptodesk.config_risk import RiskSettings
+from cryptodesk.config_trading import TradingSettings
 from cryptodesk.domain.errors import DomainError
 from cryptodesk.domain.interval import Interval, parse_intervals
 from cryptodesk.domain.symbol import Symbol
@@ -97,7 +98,7 @@ class ExchangeConfig(BaseModel):
         return {key: value for key, value in out.items() if value} or None
 
 
-class Settings(ApiSettings, RiskSettings):
+class Settings(ApiSettings, RiskSettings, TradingSettings):
     """Effective configuration; see docs/configuration.md for every field."""
 
     model_config = SettingsConfigDict(

@@ -65,7 +65,7 @@ from cryptodesk.services.signal_queries import SignalQueries
 from cryptodesk.services.signal_rules import RuleBook
 from cryptodesk.services.signal_service import SignalService
 from cryptodesk.services.sources import ExchangeFetcher, make_fetcher
-from cryptodesk.trading_wiring import orders_api_router
+from cryptodesk.trading_wiring import orders_api_router, start_signal_trader
 from cryptodesk.wiring import (
     StartupError,
     make_bus,
@@ -326,6 +326,7 @@ class Runtime:
                 tasks["books"] = asyncio.create_task(books.run(self.stop_consumers))
                 await start_risk_compute(s, bus, cache, store, self.metrics,
                                          self.stop_consumers, tasks)  # fmt: skip
+                start_signal_trader(s, store.engine, cache, bus, self.stop_consumers, tasks)
             if "scheduler" in self.roles:
                 engine = store.engine
                 jobs = {"partitions": lambda: ensure_partitions(engine)}
