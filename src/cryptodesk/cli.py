@@ -126,6 +126,7 @@ from cryptodesk.cli_exchanges import register as register_exchanges  # noqa: E40
 from cryptodesk.cli_files import register as register_files  # noqa: E402
 from cryptodesk.cli_ledger import register as register_ledger  # noqa: E402
 from cryptodesk.cli_optimize import register as register_optimize  # noqa: E402
+from cryptodesk.cli_orders import register as register_orders  # noqa: E402
 from cryptodesk.cli_portfolio import register as register_portfolio  # noqa: E402
 from cryptodesk.cli_risk import register as register_risk  # noqa: E402
 from cryptodesk.cli_tax import register as register_tax  # noqa: E402
@@ -141,6 +142,7 @@ register_tax(app)
 register_users(app)
 register_risk(app)
 register_portfolio(app)
+register_orders(app)
 
 
 def main() -> None:

@@ -15,27 +15,34 @@ from cryptodesk.adapters.cache.base import Cache
 from cryptodesk.config import Settings
 
 if TYPE_CHECKING:
-    from cryptodesk.services.order_service import OrderService
+    from cryptodesk.services.order_service import OrderService, UpdateHook
 
 
-def order_service(s: Settings, engine: AsyncEngine, cache: Cache, bus: Bus) -> OrderService:
+def order_service(s: Settings, engine: AsyncEngine, cache: Cache, bus: Bus | None) -> OrderService:
     """The internal venue's orders; the log is written on the primary ``engine``. Order
     changes and fills reach the tenant's WebSocket ``orders`` subscribers in every API
-    process through the bus."""
+    process through the bus (None: they are not published, as from the command line)."""
     from cryptodesk.adapters.db.order_log_store import SqlOrderLog
     from cryptodesk.services.circuit_breakers import BreakerStates
     from cryptodesk.services.order_service import OrderService, default_instruments, halted_by
+
+    breakers = BreakerStates(cache, exchanges=s.exchanges, symbols=s.symbols)
+    publish = None if bus is None else _publisher(bus)
+    return OrderService(
+        SqlOrderLog(engine), default_instruments(s.symbols),
+        halted=halted_by(breakers, s.exchanges), on_updates=publish,
+    )  # fmt: skip
+
+
+def _publisher(bus: Bus) -> UpdateHook:
+    """Order changes and fills to the tenant's WebSocket ``orders`` channel, via the bus."""
     from cryptodesk.services.ws_feed import publish_tenant_event
 
     async def publish(tenant: str, updates: Sequence[dict[str, Any]]) -> None:
         for update in updates:
             await publish_tenant_event(bus, tenant, "orders", update)
 
-    breakers = BreakerStates(cache, exchanges=s.exchanges, symbols=s.symbols)
-    return OrderService(
-        SqlOrderLog(engine), default_instruments(s.symbols),
-        halted=halted_by(breakers, s.exchanges), on_updates=publish,
-    )  # fmt: skip
+    return publish
 
 
 def orders_api_router(s: Settings, engine: AsyncEngine, cache: Cache, bus: Bus) -> APIRouter:
