@@ -77,7 +77,7 @@ class ExchangeAuthError(DomainError):
     """The exchange refused the account's credentials (bad key, signature or permissions)."""
 
 
-class _RedactingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+class RedactingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
     """ccxt's logger with the credentials blanked: at DEBUG ccxt logs every
     request's headers, and the API key travels in one."""
 
@@ -133,7 +133,7 @@ class CcxtAccountClient:
         if uid:
             settings["uid"] = uid
         hidden = (credentials.api_key, credentials.secret, credentials.password, uid)
-        settings["logger"] = _RedactingLogger(logging.getLogger("ccxt.base.exchange"), hidden)
+        settings["logger"] = RedactingLogger(logging.getLogger("ccxt.base.exchange"), hidden)
         self._exchange: Any = getattr(ccxt_async, exchange_id)(settings)
         if http_url:
             self._exchange.urls["api"] = rebase(self._exchange.urls["api"], {"http": http_url})
