@@ -44,10 +44,9 @@ from cryptodesk.analytics.arbitrage import (
     best_opportunity,
     quote,
 )
-from cryptodesk.domain import codec
-from cryptodesk.domain.errors import DomainError
 from cryptodesk.domain.timeutil import now_ms, to_iso
 from cryptodesk.observability.metrics import Metrics
+from cryptodesk.services.consume import consume, decoded_books
 from cryptodesk.services.retry import retry_forever
 
 log = structlog.get_logger(__name__)
@@ -119,34 +118,16 @@ class ArbitrageWatch:
         return dict(self._open)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume ``orderbooks`` until ``stop`` is set and nothing more arrives."""
-        consumer = self._bus.consumer(
-            "orderbooks", group=self._group, name=f"{self._group}-1", start="latest"
-        )
-        try:
-            while True:
-                messages = await consumer.fetch(1000, timeout=0.2)
-                if not messages and stop.is_set():
-                    break
-                await self.process([m.value for m in messages])
-                if messages:
-                    if self._metrics is not None:
-                        self._metrics.events_consumed.labels("orderbooks", self._group).inc(
-                            len(messages)
-                        )
-                    await consumer.ack(messages)
-        finally:
-            await consumer.close()
+        """Consume ``orderbooks`` until ``stop`` is set and nothing more arrives; a quiet
+        spell still ages out books, so an opportunity can close without news."""
+        await consume(self._bus, "orderbooks", group=self._group, stop=stop,
+                      handle=self.process, metrics=self._metrics,
+                      on_idle=lambda: self.process([]))  # fmt: skip
 
     async def process(self, values: Sequence[bytes]) -> list[dict[str, Any]]:
         """Take the encoded books in ``values``, re-check every symbol, publish the
         changes; return the alerts published."""
-        for value in values:
-            try:
-                book = codec.decode_book(value)
-            except (DomainError, ValueError, KeyError, TypeError) as exc:
-                log.warning("undecodable order book skipped", error=repr(exc))
-                continue
+        for book in decoded_books(values):
             quotes = self._quotes.get(book.symbol)
             if quotes is None or book.exchange not in self._exchanges:
                 continue

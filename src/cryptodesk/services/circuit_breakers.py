@@ -36,6 +36,7 @@ from cryptodesk.domain.interval import Interval
 from cryptodesk.domain.market import stream_key
 from cryptodesk.domain.timeutil import to_iso
 from cryptodesk.observability.metrics import Metrics
+from cryptodesk.services.consume import consume
 from cryptodesk.services.retry import retry_forever
 
 log = structlog.get_logger(__name__)
@@ -187,22 +188,8 @@ class CircuitBreakerService:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume ``candles`` until ``stop`` is set and nothing more arrives."""
-        consumer = self._bus.consumer(
-            "candles", group=self._group, name=f"{self._group}-1", start="latest"
-        )
-        try:
-            while True:
-                messages = await consumer.fetch(500, timeout=0.2)
-                if not messages:
-                    if stop.is_set():
-                        break
-                    continue
-                await self.process([m.value for m in messages])
-                if self._metrics is not None:
-                    self._metrics.events_consumed.labels("candles", self._group).inc(len(messages))
-                await consumer.ack(messages)
-        finally:
-            await consumer.close()
+        await consume(self._bus, "candles", group=self._group, stop=stop, handle=self.process,
+                      metrics=self._metrics, batch=500)  # fmt: skip
 
     async def process(self, values: Sequence[bytes]) -> list[BreakerState]:
         """Feed the encoded candles in ``values``; publish and cache; return the

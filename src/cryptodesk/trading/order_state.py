@@ -14,9 +14,10 @@ says why an order was cancelled or expired (``client``, ``self_trade``,
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from decimal import Decimal, localcontext
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from cryptodesk.domain.orders import (
     FINAL_STATUSES,
@@ -123,3 +124,23 @@ def fill_dict(fill: Fill) -> dict[str, Any]:
 
 def _plain(value: Any) -> Any:
     return str(value) if type(value) is Decimal else value
+
+
+class HasView(Protocol):
+    view: Order
+
+
+class OrderKeeping:
+    """What every venue keeps: its orders by id and the updates it owes its publisher."""
+
+    updates: list[dict[str, Any]]
+    _orders: Mapping[str, HasView]
+
+    def take_updates(self) -> list[dict[str, Any]]:
+        """Order changes and fills since the last call, oldest first."""
+        updates, self.updates = self.updates, []
+        return updates
+
+    def order(self, order_id: str) -> Order | None:
+        live = self._orders.get(order_id)
+        return None if live is None else live.view

@@ -31,7 +31,13 @@ from cryptodesk.domain.orders import Fill, Liquidity, OrderRequest, OrderStatus
 from cryptodesk.trading.instruments import EXACT, Instrument
 from cryptodesk.trading.matching import BUY, SELL, Event, MatchingEngine, SelfTrade
 from cryptodesk.trading.order_log import Record
-from cryptodesk.trading.order_state import Order, check_transition, fill_dict, order_dict
+from cryptodesk.trading.order_state import (
+    Order,
+    OrderKeeping,
+    check_transition,
+    fill_dict,
+    order_dict,
+)
 from cryptodesk.trading.positions import Position, Positions
 from cryptodesk.trading.pretrade import PreTradeRisk
 
@@ -52,7 +58,7 @@ class Live:
     protection: Decimal | None = None  # market / stop-market: the worst fill price
 
 
-class Venue:
+class Venue(OrderKeeping):
     """Every account's orders, fills and positions, the books, and (through ``risk``)
     the balances. Read it through the queries; change it only with ``apply``."""
 
@@ -82,16 +88,7 @@ class Venue:
         self._order_seq = 0
         self._trade_seq = 0
 
-    def take_updates(self) -> list[dict[str, Any]]:
-        """Order changes and fills since the last call, oldest first."""
-        updates, self.updates = self.updates, []
-        return updates
-
     # ---- queries ------------------------------------------------------------------------
-
-    def order(self, order_id: str) -> Order | None:
-        live = self._orders.get(order_id)
-        return None if live is None else live.view
 
     def orders(self, account: str, *, status: OrderStatus | None = None) -> list[Order]:
         """The account's orders, oldest first (rejections are not kept)."""
