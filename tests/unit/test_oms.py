@@ -360,3 +360,29 @@ def test_self_trade_prevention_expires_the_incoming_order() -> None:
     assert (mine.status, mine.close_reason) == ("expired", "self_trade")
     assert desk.free("a", "USDT") == (D(100_000), 0)
     assert desk.oms.fills("a") == []
+
+
+def test_an_amend_that_reprices_or_grows_passes_pre_trade_risk_a_shrink_always_passes() -> None:
+    desk = Desk(RiskLimits(price_band=D("0.05"), max_order_quantity=D("2")))
+    desk.submit("b", "sell", "0.1", "30000")
+    desk.submit("a", "buy", "0.1", "30000")  # a trade: the last price is 30000
+    buy = desk.submit("a", "buy", "1", "29900")
+    records = len(desk.log.records())
+
+    def refused(**change: Decimal) -> str:
+        with pytest.raises(OrderRejected) as info:
+            desk.oms.amend("a", buy.order_id, **change)
+        return info.value.rule
+
+    assert refused(price=D("20000")) == "price_band"  # a fat finger, 33% from the last trade
+    assert refused(quantity=D("3")) == "max_quantity"
+    desk.halted.add(SYMBOL)
+    assert refused(price=D("29950")) == "halted"
+    assert got(desk.oms.amend("a", buy.order_id, quantity=D("0.5")), "quantity") == (D("0.5"),)
+    desk.halted.clear()
+    desk.oms.kill("b")
+    assert got(desk.oms.amend("a", buy.order_id, price=D("29950")), "price") == (D("29950"),)
+    desk.oms.kill("a")
+    assert desk.oms.order(buy.order_id).status == "cancelled"  # type: ignore[union-attr]
+    # Refused amends logged nothing; the shrink, the re-price and the kills did.
+    assert [r["type"] for r in desk.log.records()[records:]] == ["amend", "kill", "amend", "kill"]

@@ -128,8 +128,18 @@ class OrderManager(Venue):
                                 field="price")  # fmt: skip
         new_price = view.price if price is None else price
         new_quantity = view.quantity if quantity is None else quantity
-        instrument.validate(OrderRequest(account, view.symbol, view.side, "limit", new_quantity,
-                                         price=new_price))  # fmt: skip
+        amended = OrderRequest(account, view.symbol, view.side, "limit", new_quantity,
+                               price=new_price, reduce_only=view.reduce_only)  # fmt: skip
+        instrument.validate(amended)
+        if new_price != view.price or new_quantity > view.quantity:
+            # Re-priced or grown: the rules of a new order (a shrink only lowers risk).
+            key = (account, view.symbol)
+            position = self._positions.get(*key).quantity if key in self._traded else _ZERO
+            last = None if engine.last_price is None else instrument.price(engine.last_price)
+            others = [o.view for oid, o in self._open.get(key, {}).items() if oid != order_id]
+            remaining = replace(amended, quantity=new_quantity - view.filled)
+            self.risk.check_amend(remaining, instrument, last_price=last, position=position,
+                                  open_orders=others)  # fmt: skip
         lots = instrument.to_lots(new_quantity)
         if lots <= live.filled_lots:
             raise OrderRejected("invalid_quantity", f"quantity {plain(new_quantity)} must be "

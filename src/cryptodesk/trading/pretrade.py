@@ -241,6 +241,34 @@ class PreTradeRisk:
         ``position`` is the account's signed base quantity in the symbol,
         ``open_orders`` its resting orders there.
         """
+        asset, amount = self._admit(request, instrument, last_price, position, open_orders)
+        self.balances.reserve(order_id, asset, amount, account=request.account)
+
+    def check_amend(
+        self,
+        request: OrderRequest,
+        instrument: Instrument,
+        *,
+        last_price: Decimal | None,
+        position: Decimal,
+        open_orders: Sequence[OpenOrder],
+    ) -> None:
+        """Accept an amend that re-prices or grows an order, ``request`` being the order as
+        amended and ``open_orders`` the account's other resting orders in the symbol: the
+        same rules as a new order (kill switch, halt, rate, price band, sizes, position)
+        except the balance, which the caller re-reserves. An amend that only shrinks an
+        order lowers risk and needs no check."""
+        self._admit(request, instrument, last_price, position, open_orders)
+
+    def _admit(
+        self,
+        request: OrderRequest,
+        instrument: Instrument,
+        last_price: Decimal | None,
+        position: Decimal,
+        open_orders: Sequence[OpenOrder],
+    ) -> tuple[str, Decimal]:
+        """Every rule but the reservation; what to reserve, ``(asset, amount)``."""
         limits = self.limits(request.symbol)
         if None in self._killed or request.account in self._killed:
             who = "all accounts" if None in self._killed else f"account {request.account}"
@@ -282,7 +310,7 @@ class PreTradeRisk:
             fee = max(instrument.taker_fee, instrument.maker_fee, _ZERO)
             with localcontext(EXACT):
                 asset, amount = instrument.quote, price * request.quantity * (_ONE + fee)
-        self.balances.reserve(order_id, asset, amount, account=request.account)
+        return asset, amount
 
     def protection_price(self, symbol: str, side: Side, reference: Decimal) -> Decimal:
         """The worst price a market order may fill at: ``reference`` moved against the
