@@ -23,11 +23,12 @@ from typing import Any
 
 from benchmarks.bench_matching import SYMBOL, _check, _flow, run_engine
 from cryptodesk.domain.orders import OrderRequest
+from cryptodesk.trading.balances import Balances
 from cryptodesk.trading.instruments import Instrument
 from cryptodesk.trading.matching import MatchingEngine
 from cryptodesk.trading.oms import OrderManager
 from cryptodesk.trading.order_log import MemoryOrderLog
-from cryptodesk.trading.pretrade import Balances, PreTradeRisk, RiskLimits
+from cryptodesk.trading.pretrade import PreTradeRisk, RiskLimits
 
 Result = dict[str, Any]
 _PLENTY = Decimal(10) ** 15

@@ -7,12 +7,13 @@ from typing import Any
 import pytest
 
 from cryptodesk.domain.orders import Fill, OrderRequest
+from cryptodesk.trading.balances import Balances
 from cryptodesk.trading.errors import OrderRejected
 from cryptodesk.trading.instruments import Instrument
 from cryptodesk.trading.oms import OrderManager
 from cryptodesk.trading.order_log import MemoryOrderLog
 from cryptodesk.trading.order_state import Order
-from cryptodesk.trading.pretrade import Balances, PreTradeRisk, RiskLimits
+from cryptodesk.trading.pretrade import PreTradeRisk, RiskLimits
 
 D = Decimal
 SYMBOL = "BTC/USDT"

@@ -10,12 +10,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cryptodesk.domain.orders import FINAL_STATUSES, OrderRequest
+from cryptodesk.trading.balances import Balances
 from cryptodesk.trading.errors import OrderRejected
 from cryptodesk.trading.instruments import Instrument
 from cryptodesk.trading.oms import OrderManager
 from cryptodesk.trading.order_log import MemoryOrderLog
 from cryptodesk.trading.order_state import Order, order_dict
-from cryptodesk.trading.pretrade import Balances, PreTradeRisk, RiskLimits
+from cryptodesk.trading.pretrade import PreTradeRisk, RiskLimits
 
 D = Decimal
 ACCOUNTS = ("a", "b", "c")

@@ -10,9 +10,10 @@ from hypothesis import strategies as st
 
 from cryptodesk.domain.errors import DomainError
 from cryptodesk.domain.orders import Fill, OrderRequest
+from cryptodesk.trading.balances import Balances
 from cryptodesk.trading.errors import OrderRejected
 from cryptodesk.trading.instruments import Instrument
-from cryptodesk.trading.pretrade import Balances, PreTradeRisk, RestingOrder, RiskLimits
+from cryptodesk.trading.pretrade import PreTradeRisk, RestingOrder, RiskLimits
 
 D = Decimal
 BTC = Instrument("BTC/USDT", "BTC", "USDT", tick_size=D("0.01"), lot_size=D("0.001"),

@@ -31,12 +31,13 @@ from cryptodesk.adapters.db.order_log_store import OrderLogConflict
 from cryptodesk.domain.orders import Fill, OrderRequest, OrderStatus
 from cryptodesk.domain.symbol import Symbol
 from cryptodesk.domain.timeutil import now_ms
+from cryptodesk.trading.balances import Balances
 from cryptodesk.trading.instruments import TICK_SIZE, Instrument
 from cryptodesk.trading.oms import OrderManager
 from cryptodesk.trading.order_log import Record
 from cryptodesk.trading.order_state import Order
 from cryptodesk.trading.positions import Position
-from cryptodesk.trading.pretrade import Balances, PreTradeRisk, RiskLimits
+from cryptodesk.trading.pretrade import PreTradeRisk, RiskLimits
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")

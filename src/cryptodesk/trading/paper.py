@@ -41,6 +41,7 @@ from typing import Any
 
 from cryptodesk.domain.market import OrderBook
 from cryptodesk.domain.orders import Fill, Liquidity, OrderRequest, OrderStatus, Side
+from cryptodesk.trading.balances import Balances
 from cryptodesk.trading.errors import OrderRejected
 from cryptodesk.trading.instruments import EXACT, Instrument, plain
 from cryptodesk.trading.order_state import (
@@ -51,7 +52,6 @@ from cryptodesk.trading.order_state import (
     order_dict,
 )
 from cryptodesk.trading.positions import Position, Positions
-from cryptodesk.trading.pretrade import Balances
 
 Level = tuple[Decimal, Decimal]  # (price, quantity)
 _ZERO = Decimal(0)
