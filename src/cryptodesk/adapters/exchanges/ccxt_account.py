@@ -104,7 +104,58 @@ def exact(raw: object, fallback: object, *, what: str) -> Decimal | None:
     return None
 
 
-class CcxtAccountClient:
+class PrivateCcxt:
+    """A ccxt async client of one exchange account: credentials, our per-exchange
+    options, a logger that never prints a secret, ``http_url`` (tests point it at
+    fakes) and the call ``guard`` (an ``ExchangeGuard``, or a factory taking the ccxt
+    exchange, whose guard is then closed with the client)."""
+
+    def __init__(
+        self,
+        exchange_id: str,
+        credentials: AccountCredentials,
+        *,
+        http_url: str | None,
+        config: dict[str, Any] | None,
+        guard: CallGuard | Callable[[Any], CallGuard] | None,
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        if exchange_id not in ccxt_async.exchanges:
+            raise UnknownExchangeError(f"unknown exchange {exchange_id!r}: ccxt has no such id")
+        settings: dict[str, Any] = {"enableRateLimit": True, "timeout": 10_000, **(config or {})}
+        settings["options"] = {**OPTIONS.get(exchange_id, {}), **(options or {}),
+                               **(settings.get("options") or {})}  # fmt: skip
+        settings.update(apiKey=credentials.api_key, secret=credentials.secret)
+        if credentials.password:
+            settings["password"] = credentials.password
+        uid = getattr(credentials, "uid", None)
+        if uid:
+            settings["uid"] = uid
+        hidden = (credentials.api_key, credentials.secret, credentials.password, uid)
+        settings["logger"] = RedactingLogger(logging.getLogger("ccxt.base.exchange"), hidden)
+        self._exchange: Any = getattr(ccxt_async, exchange_id)(settings)
+        if http_url:
+            self._exchange.urls["api"] = rebase(self._exchange.urls["api"], {"http": http_url})
+        self.exchange_id = exchange_id
+        self._owns_guard = guard is not None and not isinstance(guard, CallGuard)
+        self._guard: CallGuard | None = None
+        if guard is not None and not isinstance(guard, CallGuard):
+            self._guard = guard(self._exchange)
+        elif guard is not None:
+            self._guard = guard
+            install = getattr(guard, "install", None)
+            if callable(install):
+                install(self._exchange)
+
+    async def close(self) -> None:
+        await self._exchange.close()
+        if self._owns_guard and self._guard is not None:
+            closing = getattr(self._guard, "close", None)
+            if closing is not None:
+                await closing()
+
+
+class CcxtAccountClient(PrivateCcxt):
     """Private REST of one exchange account. ``account`` names the ledger account
     the entries belong to (default: the exchange id). ``http_url`` replaces
     scheme and host of every API URL (tests point it at fakes). ``guard``: an
@@ -122,33 +173,9 @@ class CcxtAccountClient:
         guard: CallGuard | Callable[[Any], CallGuard] | None = None,
         clock: Callable[[], int] = now_ms,
     ) -> None:
-        if exchange_id not in ccxt_async.exchanges:
-            raise UnknownExchangeError(f"unknown exchange {exchange_id!r}: ccxt has no such id")
-        settings: dict[str, Any] = {"enableRateLimit": True, "timeout": 10_000, **(config or {})}
-        settings["options"] = {**OPTIONS.get(exchange_id, {}), **(settings.get("options") or {})}
-        settings.update(apiKey=credentials.api_key, secret=credentials.secret)
-        if credentials.password:
-            settings["password"] = credentials.password
-        uid = getattr(credentials, "uid", None)
-        if uid:
-            settings["uid"] = uid
-        hidden = (credentials.api_key, credentials.secret, credentials.password, uid)
-        settings["logger"] = RedactingLogger(logging.getLogger("ccxt.base.exchange"), hidden)
-        self._exchange: Any = getattr(ccxt_async, exchange_id)(settings)
-        if http_url:
-            self._exchange.urls["api"] = rebase(self._exchange.urls["api"], {"http": http_url})
-        self.exchange_id = exchange_id
+        super().__init__(exchange_id, credentials, http_url=http_url, config=config, guard=guard)
         self.account = account or exchange_id
         self._clock = clock
-        self._owns_guard = guard is not None and not isinstance(guard, CallGuard)
-        self._guard: CallGuard | None = None
-        if guard is not None and not isinstance(guard, CallGuard):
-            self._guard = guard(self._exchange)
-        elif guard is not None:
-            self._guard = guard
-            install = getattr(guard, "install", None)
-            if callable(install):
-                install(self._exchange)
         self._markets: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
@@ -164,13 +191,6 @@ class CcxtAccountClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-    async def close(self) -> None:
-        await self._exchange.close()
-        if self._owns_guard and self._guard is not None:
-            closing = getattr(self._guard, "close", None)
-            if closing is not None:
-                await closing()
 
     # -- requests ---------------------------------------------------------------------
     async def _call(self, endpoint: str, method: Callable[..., Awaitable[T]], *args: Any) -> T:

@@ -13,7 +13,6 @@ is never placed twice. Refusals become ``OrderRejected`` with a stable rule.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -22,10 +21,8 @@ from typing import Any, Final, TypeVar
 
 import ccxt.async_support as ccxt_async  # type: ignore[import-untyped]
 
-from cryptodesk.adapters.exchanges.base import UnknownExchangeError
-from cryptodesk.adapters.exchanges.ccxt_account import AccountCredentials, RedactingLogger, exact
+from cryptodesk.adapters.exchanges.ccxt_account import AccountCredentials, PrivateCcxt, exact
 from cryptodesk.adapters.exchanges.ccxt_exchange import CallGuard, brief
-from cryptodesk.adapters.exchanges.ccxt_quirks import OPTIONS, rebase
 from cryptodesk.domain.orders import Fill, OrderRequest, OrderStatus, Side
 from cryptodesk.trading.errors import OrderRejected
 
@@ -107,7 +104,7 @@ def rejection(exc: Exception) -> OrderRejected | None:
     return None
 
 
-class CcxtOrders:
+class CcxtOrders(PrivateCcxt):
     """Trading on one exchange account. ``account`` names our account the fills
     belong to; ``http_url`` replaces scheme and host of every API URL (tests point
     it at fakes); ``guard`` as in ``CcxtAccountClient``."""
@@ -122,39 +119,11 @@ class CcxtOrders:
         config: dict[str, Any] | None = None,
         guard: CallGuard | Callable[[Any], CallGuard] | None = None,
     ) -> None:
-        if exchange_id not in ccxt_async.exchanges:
-            raise UnknownExchangeError(f"unknown exchange {exchange_id!r}: ccxt has no such id")
-        settings: dict[str, Any] = {"enableRateLimit": True, "timeout": 10_000, **(config or {})}
-        settings["options"] = {**OPTIONS.get(exchange_id, {}), **ORDER_OPTIONS.get(exchange_id, {}),
-                               **(settings.get("options") or {})}  # fmt: skip
-        settings.update(apiKey=credentials.api_key, secret=credentials.secret)
-        if credentials.password:
-            settings["password"] = credentials.password
-        hidden = (credentials.api_key, credentials.secret, credentials.password)
-        settings["logger"] = RedactingLogger(logging.getLogger("ccxt.base.exchange"), hidden)
-        self._exchange: Any = getattr(ccxt_async, exchange_id)(settings)
-        if http_url:
-            self._exchange.urls["api"] = rebase(self._exchange.urls["api"], {"http": http_url})
-        self.exchange_id = exchange_id
+        super().__init__(exchange_id, credentials, http_url=http_url, config=config, guard=guard,
+                         options=ORDER_OPTIONS.get(exchange_id))  # fmt: skip
         self.venue = f"live:{exchange_id}"
         self.account = account
-        self._owns_guard = guard is not None and not isinstance(guard, CallGuard)
-        self._guard: CallGuard | None = None
-        if guard is not None and not isinstance(guard, CallGuard):
-            self._guard = guard(self._exchange)
-        elif guard is not None:
-            self._guard = guard
-            install = getattr(guard, "install", None)
-            if callable(install):
-                install(self._exchange)
         self._markets_loaded = False
-
-    async def close(self) -> None:
-        await self._exchange.close()
-        if self._owns_guard and self._guard is not None:
-            closing = getattr(self._guard, "close", None)
-            if closing is not None:
-                await closing()
 
     async def __aenter__(self) -> CcxtOrders:
         return self
