@@ -187,24 +187,8 @@ class MatchingEngine:
             self.seq += 1
             self._events.append((self.seq, "cancelled", oid, stop[1], stop[4], stop[3], reason))
             return True
-        # _unlink, inlined: a cancel is a third of a market's traffic.
         price, qty = order[_PRICE], order[_QTY]
-        if order[_SIDE] == BUY:
-            book, keys, key = self._bids, self._bid_keys, price
-        else:
-            book, keys, key = self._asks, self._ask_keys, -price
-        level = book[price]
-        level[0] -= qty
-        level[2] += 1
-        if not level[0]:
-            del book[price]
-            if keys[-1] == key:
-                keys.pop()
-            else:
-                del keys[bisect_left(keys, key)]
-        elif level[2] > 16 and 2 * level[2] > len(level[1]):
-            level[1] = deque(o for o in level[1] if o[_QTY])
-            level[2] = 0
+        self._unlink(order)
         order[_QTY] = 0
         self.seq = seq = self.seq + 1
         self._events.append((seq, "cancelled", oid, order[_SIDE], price, qty, reason))
