@@ -9,7 +9,6 @@ import math
 from pathlib import Path
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from cryptodesk.analytics.strategies import STRATEGIES
@@ -19,6 +18,7 @@ from cryptodesk.cli_backtest import parse_selector, register
 from cryptodesk.domain.timeutil import to_iso
 from cryptodesk.observability.logging import configure_logging
 from tests.shared_data import SHARED_DATA
+from tests.unit._cli import cli_app
 
 HOURLY = SHARED_DATA / "cryptodatadownload_coinbase_btcusd_1h.csv"
 HEADER = "timestamp,open,high,low,close,volume\n"
@@ -37,18 +37,7 @@ def quiet_logging() -> None:
 pytestmark = pytest.mark.usefixtures("clean_env")
 
 
-def _app() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def main() -> None:
-        """The command as ``cryptodesk`` registers it."""
-
-    register(app)
-    return app
-
-
-APP = _app()
+APP = cli_app(register)
 
 
 def run(*args: str) -> tuple[int, str, str]:

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from cryptodesk.adapters.files.candle_files import CandleCsvWriter, read_candles
@@ -20,6 +19,7 @@ from cryptodesk.domain.interval import Interval
 from cryptodesk.domain.market import Candle
 from cryptodesk.domain.timeutil import to_iso
 from tests.shared_data import SHARED_DATA
+from tests.unit._cli import cli_app
 
 FULL = (
     "sma:200,ema:20,rsi:14,macd:12:26:9,bbands:20:2,atr:14,stoch:14:3:3,obv,"
@@ -38,18 +38,7 @@ runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("clean_env")
 
 
-def _app() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def main() -> None:
-        """The command as ``cryptodesk`` registers it."""
-
-    register(app)
-    return app
-
-
-APP = _app()
+APP = cli_app(register)
 
 
 def run(*args: str) -> tuple[int, str, str]:

@@ -10,7 +10,6 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-import typer
 from typer.testing import CliRunner, Result
 
 from cryptodesk.adapters.db.engine import create_engine
@@ -19,6 +18,7 @@ from cryptodesk.cli_ledger import register
 from cryptodesk.observability.logging import configure_logging
 from cryptodesk.portfolio.accounts import ExchangeCredentials
 from cryptodesk.services.ledger_service import LedgerService
+from tests.unit._cli import cli_app
 
 runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("clean_env")
@@ -33,18 +33,7 @@ ROWS = [
 ]
 
 
-def _app() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def main() -> None:
-        """The commands as ``cryptodesk`` registers them."""
-
-    register(app)
-    return app
-
-
-APP = _app()
+APP = cli_app(register)
 
 
 @pytest.fixture(autouse=True)

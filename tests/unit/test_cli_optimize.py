@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from cryptodesk.adapters.files.candle_files import read_candles
@@ -19,6 +18,7 @@ from cryptodesk.cli_optimize import register
 from cryptodesk.domain.interval import Interval
 from cryptodesk.domain.timeutil import to_iso
 from tests.shared_data import SHARED_DATA
+from tests.unit._cli import cli_app
 
 HOURLY = SHARED_DATA / "cryptodatadownload_coinbase_btcusd_1h.csv"
 T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z
@@ -27,18 +27,7 @@ runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("clean_env")
 
 
-def _app() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def main() -> None:
-        """The commands as ``cryptodesk`` registers them."""
-
-    register(app)
-    return app
-
-
-APP = _app()
+APP = cli_app(register)
 
 
 def run(*args: str) -> tuple[int, str, str]:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from cryptodesk.adapters.files.price_table import read_price_table
@@ -18,24 +17,14 @@ from cryptodesk.analytics.risk import METRIC_KEYS
 from cryptodesk.analytics.var import var_historical
 from cryptodesk.cli_risk import register
 from tests.shared_data import SHARED_DATA
+from tests.unit._cli import cli_app
 
 BITSTAMP = SHARED_DATA / "bitstamp_btc_eth_ltc_usd_1d.csv"
 runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("clean_env")
 
 
-def _app() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def main() -> None:
-        """The command as ``cryptodesk`` registers it."""
-
-    register(app)
-    return app
-
-
-APP = _app()
+APP = cli_app(register)
 
 
 def run(*args: str) -> tuple[int, str, str]:

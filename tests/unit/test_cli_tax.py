@@ -10,13 +10,13 @@ from pathlib import Path
 
 import openpyxl
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from cryptodesk.cli_tax import register
 from cryptodesk.observability.logging import configure_logging
 from cryptodesk.portfolio.ledger import LedgerEntry
 from cryptodesk.services.tax_reports import TaxReportOptions, render_tax_report
+from tests.unit._cli import cli_app
 
 HEADER = "id,timestamp,kind,account,asset,amount,counter_asset,counter_amount,fee_asset,fee_amount,to_account,value,lot_ids,note\n"  # noqa: E501
 LEDGER = HEADER + (
@@ -34,18 +34,7 @@ def quiet_logging() -> None:
     configure_logging("json", "WARNING")
 
 
-def _app() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def main() -> None:
-        """The command as ``cryptodesk`` registers it."""
-
-    register(app)
-    return app
-
-
-APP = _app()
+APP = cli_app(register)
 
 
 def run(*args: str) -> tuple[int, str, str]:
