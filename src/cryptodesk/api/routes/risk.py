@@ -19,10 +19,11 @@ strings. A metric the history cannot support is null with its reason under
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from decimal import Decimal
 from typing import Annotated, Any, Literal, Protocol
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cryptodesk.analytics.vol_breaker import BreakerState
@@ -181,8 +182,20 @@ def _example(body: Any) -> dict[int | str, dict[str, Any]]:
     return {200: {"content": {"application/json": {"example": body}}}}
 
 
-def _no_history(exc: InsufficientHistory) -> LedgerProblem:
-    return LedgerProblem(422, "insufficient-history", str(exc), name=exc.field)
+class RiskRoute(LedgerRoute):
+    """Also answers ``InsufficientHistory`` (nothing at all can be computed) with 422."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def run(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except InsufficientHistory as exc:
+                problem = LedgerProblem(422, "insufficient-history", str(exc), name=exc.field)
+                return problem.response(request.url.path)
+
+        return run
 
 
 class BreakersOut(BaseModel):
@@ -199,7 +212,7 @@ def _breaker(s: BreakerState) -> BreakerOut:
 
 
 def risk_router(service: RiskService, breakers: BreakerReader) -> APIRouter:
-    router = APIRouter(prefix="/api/v1/risk", tags=["risk"], route_class=LedgerRoute)
+    router = APIRouter(prefix="/api/v1/risk", tags=["risk"], route_class=RiskRoute)
     failures = problem_responses(400, 422, 503)
 
     @router.get(
@@ -212,11 +225,8 @@ def risk_router(service: RiskService, breakers: BreakerReader) -> APIRouter:
         tenant: Tenant, days: Days = 365, confidence: Confidence = 0.95, horizon: Horizon = 1,
         paths: Paths = 10_000, seed: Seed = 0,
     ) -> dict[str, Any]:  # fmt: skip
-        try:
-            return await service.portfolio(tenant, days=days, confidence=confidence,
-                                           horizon=horizon, paths=paths, seed=seed)  # fmt: skip
-        except InsufficientHistory as exc:
-            raise _no_history(exc) from None
+        return await service.portfolio(tenant, days=days, confidence=confidence,
+                                       horizon=horizon, paths=paths, seed=seed)  # fmt: skip
 
     @router.get(
         "/var",
@@ -228,11 +238,8 @@ def risk_router(service: RiskService, breakers: BreakerReader) -> APIRouter:
         tenant: Tenant, days: Days = 365, confidence: Confidence = 0.95, horizon: Horizon = 1,
         paths: Paths = 10_000, seed: Seed = 0,
     ) -> dict[str, Any]:  # fmt: skip
-        try:
-            return await service.var(tenant, days=days, confidence=confidence,
-                                     horizon=horizon, paths=paths, seed=seed)  # fmt: skip
-        except InsufficientHistory as exc:
-            raise _no_history(exc) from None
+        return await service.var(tenant, days=days, confidence=confidence,
+                                 horizon=horizon, paths=paths, seed=seed)  # fmt: skip
 
     @router.get(
         "/correlation",
@@ -256,13 +263,10 @@ def risk_router(service: RiskService, breakers: BreakerReader) -> APIRouter:
     ) -> dict[str, Any]:
         if rolling_window == 1:
             raise DomainError("rolling_window must be 0 or at least 2", field="rolling_window")
-        try:
-            return await service.correlation(
-                tenant, assets=assets, days=days, method=method, half_life=half_life,
-                threshold=threshold, rolling_window=rolling_window,
-            )  # fmt: skip
-        except InsufficientHistory as exc:
-            raise _no_history(exc) from None
+        return await service.correlation(
+            tenant, assets=assets, days=days, method=method, half_life=half_life,
+            threshold=threshold, rolling_window=rolling_window,
+        )  # fmt: skip
 
     @router.post(
         "/rebalance",
@@ -277,10 +281,7 @@ def risk_router(service: RiskService, breakers: BreakerReader) -> APIRouter:
             min_trade=Decimal(body.min_trade), fee_rate=Decimal(body.fee_rate),
             lot_sizes={a: Decimal(s) for a, s in body.lot_sizes.items()},
         )  # fmt: skip
-        try:
-            return await service.rebalance(tenant, request)
-        except InsufficientHistory as exc:
-            raise _no_history(exc) from None
+        return await service.rebalance(tenant, request)
 
     @router.get(
         "/circuit-breakers",
