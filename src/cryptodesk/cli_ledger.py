@@ -30,6 +30,8 @@ from cryptodesk.domain.errors import DomainError
 from cryptodesk.domain.timeutil import parse_time, to_iso
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
     from cryptodesk.adapters.secrets import SecretBox
     from cryptodesk.config import Settings
     from cryptodesk.portfolio.accounts import Account, ExchangeCredentials
@@ -93,12 +95,22 @@ def _box(settings: Settings) -> SecretBox | None:
         fail(f"CRYPTODESK_ACCOUNTS_KEY: {exc}")
 
 
+async def migrated_engine(settings: Settings) -> AsyncEngine:
+    """The configured database's engine; the embedded one is created and migrated first
+    (a server database is migrated by ``cryptodesk db upgrade``)."""
+    from cryptodesk import runtime
+    from cryptodesk.adapters.db import migrate
+
+    if settings.is_embedded_db:
+        runtime.check_data_dir(settings)
+        await asyncio.to_thread(migrate.upgrade, settings.database_url)
+    return runtime.engine_for(settings.database_url, settings)
+
+
 def _with_service(
     work: Callable[[LedgerService], Awaitable[T]], settings: Settings | None = None
 ) -> T:
     """Run ``work`` on the configured ledger; user-facing failures exit 2 with one line."""
-    from cryptodesk import runtime
-    from cryptodesk.adapters.db import migrate
     from cryptodesk.adapters.db.engine import StorageError
     from cryptodesk.adapters.secrets import SecretsError
     from cryptodesk.services.ledger_service import LedgerService
@@ -108,10 +120,7 @@ def _with_service(
     box = _box(settings)
 
     async def run() -> T:
-        if settings.is_embedded_db:
-            runtime.check_data_dir(settings)
-            await asyncio.to_thread(migrate.upgrade, settings.database_url)
-        engine = runtime.engine_for(settings.database_url, settings)
+        engine = await migrated_engine(settings)
         service = LedgerService(engine, box)
         try:
             return await work(service)

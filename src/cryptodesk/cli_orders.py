@@ -93,10 +93,8 @@ def _choice(option: str, value: str, choices: Sequence[str]) -> str:
 
 def _with_service(work: Callable[[OrderService], Awaitable[T]]) -> T:
     """Run ``work`` on the configured order service; user-facing failures exit 2."""
-    from cryptodesk import runtime
-    from cryptodesk.adapters.db import migrate
     from cryptodesk.adapters.db.engine import StorageError
-    from cryptodesk.cli_ledger import _settings
+    from cryptodesk.cli_ledger import _settings, migrated_engine
     from cryptodesk.domain.errors import DomainError
     from cryptodesk.services.order_service import OrderNotFound
     from cryptodesk.trading.errors import OrderRejected
@@ -106,10 +104,7 @@ def _with_service(work: Callable[[OrderService], Awaitable[T]]) -> T:
     settings = _settings()
 
     async def run() -> T:
-        if settings.is_embedded_db:
-            runtime.check_data_dir(settings)
-            await asyncio.to_thread(migrate.upgrade, settings.database_url)
-        engine = runtime.engine_for(settings.database_url, settings)
+        engine = await migrated_engine(settings)
         cache = make_cache(settings)  # the circuit breakers' states, as the API reads them
         try:
             return await work(order_service(settings, engine, cache, None))

@@ -46,22 +46,17 @@ def fail(message: str) -> NoReturn:
 
 def with_portfolio(work: Callable[[Portfolio], Awaitable[T]]) -> T:
     """Run ``work`` on the configured portfolio services; user errors exit 2."""
-    from cryptodesk import runtime
-    from cryptodesk.adapters.db import migrate
     from cryptodesk.adapters.db.engine import StorageError
     from cryptodesk.adapters.db.sql_store import SqlMarketStore
     from cryptodesk.adapters.secrets import SecretsError
-    from cryptodesk.cli_ledger import _error_text, _settings
+    from cryptodesk.cli_ledger import _error_text, _settings, migrated_engine
     from cryptodesk.portfolio_wiring import build_portfolio
     from cryptodesk.wiring import StartupError, make_cache
 
     settings = _settings()
 
     async def run() -> T:
-        if settings.is_embedded_db:
-            runtime.check_data_dir(settings)
-            await asyncio.to_thread(migrate.upgrade, settings.database_url)
-        store = SqlMarketStore(runtime.engine_for(settings.database_url, settings))
+        store = SqlMarketStore(await migrated_engine(settings))
         cache = make_cache(settings)
         portfolio = build_portfolio(settings, store.engine, cache, store)
         try:

@@ -34,20 +34,15 @@ def register(app: typer.Typer) -> None:
 
 
 def _with_service(work: Callable[[AuthService], Awaitable[T]]) -> T:
-    from cryptodesk import runtime
-    from cryptodesk.adapters.db import migrate
     from cryptodesk.adapters.db.engine import StorageError
     from cryptodesk.api_wiring import auth_service
     from cryptodesk.cli import fail
-    from cryptodesk.cli_ledger import _settings
+    from cryptodesk.cli_ledger import _settings, migrated_engine
 
     settings = _settings()
 
     async def run() -> T:
-        if settings.is_embedded_db:
-            runtime.check_data_dir(settings)
-            await asyncio.to_thread(migrate.upgrade, settings.database_url)
-        engine = runtime.engine_for(settings.database_url, settings)
+        engine = await migrated_engine(settings)
         try:
             return await work(auth_service(settings, engine))
         finally:
