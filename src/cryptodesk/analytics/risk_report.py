@@ -24,6 +24,7 @@ from cryptodesk.analytics import portfolio_risk as prisk
 from cryptodesk.analytics.risk import (
     InsufficientData,
     RiskInputError,
+    beta,
     drawdown_series,
     series_metrics,
 )
@@ -222,8 +223,6 @@ def build_risk_report(
 
 
 def _beta(r: FloatArray, bench: FloatArray, reasons: dict[str, str]) -> float | None:
-    from cryptodesk.analytics.risk import beta
-
     ok = ~np.isnan(bench)
     try:
         return _number(beta(r[ok], bench[ok]))
