@@ -24,6 +24,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from cryptodesk.adapters.db.engine import dialect_insert
 from cryptodesk.adapters.db.models import (
     api_keys,
     audit_head,
@@ -128,11 +129,12 @@ class SqlAuthStore:
     async def create_user(self, row: UserRow) -> None:
         """Insert ``row`` (its tenant is created when new); ``EmailTaken`` on a clash."""
         async with self._engine.begin() as conn:
-            known = await conn.scalar(select(tenants.c.id).where(tenants.c.id == row.tenant_id))
-            if known is None:
-                await conn.execute(
-                    insert(tenants).values(id=row.tenant_id, created_at=row.created_at)
-                )
+            # Created if missing, race-free: two processes may bootstrap at once.
+            await conn.execute(
+                dialect_insert(self._engine, tenants)
+                .values(id=row.tenant_id, created_at=row.created_at)
+                .on_conflict_do_nothing()
+            )
             taken = await conn.scalar(select(users.c.id).where(users.c.email == row.email))
             if taken is not None:
                 raise EmailTaken(row.email)

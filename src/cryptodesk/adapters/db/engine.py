@@ -13,7 +13,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Table, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -187,3 +188,10 @@ def _describe(url: str | URL) -> str:
         return f"database {make_url(url).render_as_string(hide_password=True)}"
     except ArgumentError:
         return "database"
+
+
+def dialect_insert(engine: AsyncEngine, table: Table) -> sqlite.Insert | postgresql.Insert:
+    """The dialect's INSERT for ``engine``, which is where ``ON CONFLICT`` lives."""
+    if engine.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)

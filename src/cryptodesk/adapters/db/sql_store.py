@@ -52,6 +52,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from cryptodesk.adapters.db.engine import (
     SQLITE_PRAGMAS,
     StorageError,
+    dialect_insert,
     sqlite_path,
     storage_error,
 )
@@ -159,10 +160,7 @@ class SqlMarketStore:
         return self._engine
 
     def _insert(self, table: Table) -> sqlite.Insert | postgresql.Insert:
-        """The dialect's INSERT, which is where ``ON CONFLICT`` lives."""
-        if self._engine.dialect.name == "postgresql":
-            return postgresql.insert(table)
-        return sqlite.insert(table)
+        return dialect_insert(self._engine, table)
 
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
