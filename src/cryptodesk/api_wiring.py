@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from cryptodesk.portfolio_wiring import Portfolio
     from cryptodesk.services.market_queries import MarketQueries
     from cryptodesk.services.signal_queries import SignalQueries
+    from cryptodesk.services.ws_channels import InternalBooks
     from cryptodesk.services.ws_feed import WsFeed
 
 SECRET_FILE = "jwt-secret"
@@ -120,9 +121,12 @@ def websocket(
     signal_queries: SignalQueries,
     portfolio: Portfolio,
     auth: Auth,
+    *,
+    internal_books: InternalBooks | None = None,
 ) -> tuple[APIRouter, WsFeed]:
     """The WebSocket endpoint and the feed that fans the bus out to its clients
-    (``feed.run`` is a task of the API process)."""
+    (``feed.run`` is a task of the API process); ``internal_books`` reads the tenants'
+    internal venue books for ``book:internal:SYMBOL``."""
     from cryptodesk.api.routes.ws import WsRenderer, ws_router
     from cryptodesk.portfolio import valuation as pv
     from cryptodesk.services.portfolio_valuation import quotes_to_dict
@@ -148,7 +152,7 @@ def websocket(
         heartbeat_seconds=s.websocket_heartbeat_seconds,
         idle_timeout=s.websocket_idle_timeout_seconds, book_depth=s.websocket_book_depth,
         snapshot_candles=s.websocket_snapshot_candles, recent_signals=recent_signals,
-        tenant_sources={"portfolio": portfolio_now},
+        tenant_sources={"portfolio": portfolio_now}, internal_books=internal_books,
     )  # fmt: skip
     feed = WsFeed(
         hub, instance=f"{socket.gethostname()}-{os.getpid()}",

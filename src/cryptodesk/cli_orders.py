@@ -36,6 +36,7 @@ orders_app = typer.Typer(help="Orders on the internal paper venue.", no_args_is_
 _MONEY: Final = re.compile(r"[0-9]{1,20}(\.[0-9]{1,18})?")
 _ACCOUNT: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _SYMBOL: Final = re.compile(r"[A-Z0-9]{1,16}/[A-Z0-9]{1,16}")
+_VENUE: Final = re.compile(r"internal|best|paper:[a-z0-9][a-z0-9_.-]{0,31}")
 _ASSET: Final = re.compile(r"[A-Z0-9]{1,16}")
 _STATUSES: Final[tuple[str, ...]] = get_args(OrderStatus)
 _PRICED: Final = ("limit", "stop_limit")
@@ -157,9 +158,13 @@ def place(
     client_id: Annotated[
         str | None, typer.Option("--client-id", help="Your id; placing it again is a no-op.")
     ] = None,
+    venue: Annotated[
+        str, typer.Option("--venue", help="internal, paper:EXCHANGE (its live book) or best.")
+    ] = "internal",
 ) -> None:
     """Place an order; prints it as JSON (a rejection exits 2 naming its rule)."""
     name = _tenant(tenant)
+    _matching("--venue", venue, _VENUE, "internal, best or paper:EXCHANGE")
     kind = _choice("--type", order_type, ORDER_TYPES)
     if kind in _PRICED and price is None:
         fail(f"--price is required for a {kind} order")
@@ -179,7 +184,7 @@ def place(
         cast(Any, _choice("--side", side, SIDES)), cast(Any, kind), amount,
         price=_money("--price", price), stop_price=_money("--stop-price", stop_price),
         time_in_force=cast(Any, _choice("--tif", tif, TIMES_IN_FORCE)),
-        post_only=post_only, reduce_only=reduce_only, client_order_id=client_id,
+        post_only=post_only, reduce_only=reduce_only, client_order_id=client_id, venue=venue,
     )  # fmt: skip
 
     async def work(service: OrderService) -> Order:

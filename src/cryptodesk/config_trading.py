@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Any
+
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings
 
 from cryptodesk.services.signal_trader import TradingStrategy
@@ -12,5 +14,34 @@ class TradingSettings(BaseSettings):
     trading_strategies: list[TradingStrategy] = Field(
         default_factory=list,
         description="Signal rules traded on paper ([[trading_strategies]] tables; JSON in the "
-        "environment): rule, tenant, account, quantity (docs/trading.md).",
+        "environment): rule, tenant, account, quantity, venue (docs/trading.md).",
     )
+    paper_exchanges: str = Field(
+        "all",
+        description="Exchanges offered as paper venues paper:EXCHANGE (orders fill against "
+        "their live books): all (every ingested exchange), none, or a comma list of "
+        "ingested exchange ids.",
+    )
+    paper_book_max_age_ms: int = Field(
+        10_000, ge=1, description="A paper order that must take needs a book this fresh."
+    )
+
+    @model_validator(mode="after")
+    def _paper_exchanges_are_ingested(self) -> Any:
+        ingested = list(getattr(self, "exchanges", []))
+        unknown = [e for e in self.paper_venue_exchanges() if e not in ingested]
+        if unknown:
+            raise ValueError(
+                f"paper_exchanges names {', '.join(unknown)}, which is not ingested "
+                f"(exchanges: {', '.join(ingested)}): a paper venue needs its live books"
+            )
+        return self
+
+    def paper_venue_exchanges(self) -> list[str]:
+        """The exchanges whose paper venue is offered."""
+        text = self.paper_exchanges.strip()
+        if text == "all":
+            return list(getattr(self, "exchanges", []))
+        if text == "none":
+            return []
+        return [part.strip() for part in text.split(",") if part.strip()]

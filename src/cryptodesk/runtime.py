@@ -65,7 +65,13 @@ from cryptodesk.services.signal_queries import SignalQueries
 from cryptodesk.services.signal_rules import RuleBook
 from cryptodesk.services.signal_service import SignalService
 from cryptodesk.services.sources import ExchangeFetcher, make_fetcher
-from cryptodesk.trading_wiring import orders_api_router, start_signal_trader
+from cryptodesk.trading_wiring import (
+    internal_book_reader,
+    order_service,
+    orders_api_router,
+    start_paper_feed,
+    start_signal_trader,
+)
 from cryptodesk.wiring import (
     StartupError,
     make_bus,
@@ -327,6 +333,7 @@ class Runtime:
                 await start_risk_compute(s, bus, cache, store, self.metrics,
                                          self.stop_consumers, tasks)  # fmt: skip
                 start_signal_trader(s, store.engine, cache, bus, self.stop_consumers, tasks)
+                start_paper_feed(s, store.engine, cache, bus, self.stop_consumers, tasks)
             if "scheduler" in self.roles:
                 engine = store.engine
                 jobs = {"partitions": lambda: ensure_partitions(engine)}
@@ -396,11 +403,14 @@ class Runtime:
                 security = api_security(s, store.engine)
                 closing.insert(0, security.close)
                 await bootstrap_admin(security.auth.service, s.bootstrap_admin_email)
+                # One order service for the REST routes and the WebSocket book snapshots.
+                api_orders = order_service(s, store.engine, cache, bus)
                 ws_routes: list[APIRouter] = []
                 if "api" in self.roles:  # WebSocket clients go behind the balancer too
                     ws_router, ws_feed = websocket(
-                        s, bus, queries, signal_queries, api_portfolio, security.auth
-                    )
+                        s, bus, queries, signal_queries, api_portfolio, security.auth,
+                        internal_books=internal_book_reader(api_orders),
+                    )  # fmt: skip
                     ws_routes.append(ws_router)
                     tasks["ws"] = asyncio.create_task(ws_feed.run(self.stop_consumers))
                 gate.app = create_app(
@@ -411,7 +421,7 @@ class Runtime:
                         backtests_router(backtest_jobs), signals_router(signal_queries),
                         ledger_router(api_portfolio.ledger), api_portfolio.router(),
                         risk_api_router(s, api_portfolio.valuation, reads, cache),
-                        orders_api_router(s, store.engine, cache, bus),
+                        orders_api_router(s, store.engine, cache, bus, service=api_orders),
                         graphql_router(api_portfolio.ledger, api_portfolio.valuation,
                                        signal_queries, AUTHENTICATED),
                         *ws_routes,

@@ -1,10 +1,11 @@
-"""The order services built from Settings: the internal venue's order service and its
-``/api/v1`` routes (orders, fills, positions, kill switch, paper deposits)."""
+"""The order services built from Settings: the internal venue's order service, its
+``/api/v1`` routes (orders, fills, positions, kill switch, paper deposits) and the
+books the WebSocket ``book:internal:SYMBOL`` channels serve."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
@@ -16,40 +17,78 @@ from cryptodesk.config import Settings
 
 if TYPE_CHECKING:
     from cryptodesk.services.order_service import OrderService, UpdateHook
+    from cryptodesk.services.ws_channels import InternalBooks
 
 
 def order_service(s: Settings, engine: AsyncEngine, cache: Cache, bus: Bus | None) -> OrderService:
     """The internal venue's orders; the log is written on the primary ``engine``. Order
     changes and fills reach the tenant's WebSocket ``orders`` subscribers in every API
-    process through the bus (None: they are not published, as from the command line)."""
+    process through the bus, and so do the books they changed (``book:internal:SYM``);
+    with ``bus`` None they are not published (as from the command line)."""
     from cryptodesk.adapters.db.order_log_store import SqlOrderLog
     from cryptodesk.services.circuit_breakers import BreakerStates
     from cryptodesk.services.order_service import OrderService, default_instruments, halted_by
+    from cryptodesk.services.paper_feed import cached_books
 
     breakers = BreakerStates(cache, exchanges=s.exchanges, symbols=s.symbols)
-    publish = None if bus is None else _publisher(bus)
-    return OrderService(
-        SqlOrderLog(engine), default_instruments(s.symbols),
-        halted=halted_by(breakers, s.exchanges), on_updates=publish,
-    )  # fmt: skip
+    service = OrderService(SqlOrderLog(engine), default_instruments(s.symbols),
+                           halted=halted_by(breakers, s.exchanges),
+                           paper=s.paper_venue_exchanges(), books=cached_books(cache),
+                           paper_max_age_ms=s.paper_book_max_age_ms)  # fmt: skip
+    if bus is not None:
+        service.on_updates = _publisher(bus, service, s.websocket_book_depth)
+    return service
 
 
-def _publisher(bus: Bus) -> UpdateHook:
-    """Order changes and fills to the tenant's WebSocket ``orders`` channel, via the bus."""
-    from cryptodesk.services.ws_feed import publish_tenant_event
+def _publisher(bus: Bus, service: OrderService, depth: int) -> UpdateHook:
+    """Order changes and fills to the tenant's WebSocket ``orders`` channel, then the
+    ``depth`` levels of each internal venue book they touched to ``book:internal:SYM``,
+    via the bus. The service calls it holding the tenant's lock, after the command's
+    records are durable: the books are read from memory (``book_now``), at once, so they
+    are the state this command left."""
+    from cryptodesk.services.ws_feed import publish_internal_book, publish_tenant_event
 
     async def publish(tenant: str, updates: Sequence[dict[str, Any]]) -> None:
+        books = [service.book_now(tenant, symbol, depth) for symbol in _touched(updates)]
         for update in updates:
             await publish_tenant_event(bus, tenant, "orders", update)
+        for book in books:
+            await publish_internal_book(bus, tenant, book)
 
     return publish
 
 
-def orders_api_router(s: Settings, engine: AsyncEngine, cache: Cache, bus: Bus) -> APIRouter:
-    """``/api/v1`` orders, fills, positions, kill switch and paper deposits."""
+def _touched(updates: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The symbols whose internal venue book the updates' orders and fills changed, in
+    order of first mention; a rejected order (no order id) never reached a book."""
+    symbols: dict[str, None] = {}
+    for update in updates:
+        if update.get("venue", "internal") == "internal" and update.get("order_id"):
+            symbols.setdefault(update["symbol"], None)
+    return list(symbols)
+
+
+def internal_book_reader(service: OrderService) -> InternalBooks:
+    """The WebSocket hub's snapshot of a tenant's internal book: ``book`` catches the
+    tenant up with the stored log (under its lock), then ``book_now`` adds the engine's
+    sequence; nothing runs between the two (no await), so they describe one state."""
+
+    async def read(tenant: str, symbol: str, depth: int) -> Mapping[str, Any]:
+        await service.book(tenant, symbol, depth)
+        return service.book_now(tenant, symbol, depth)
+
+    return read
+
+
+def orders_api_router(
+    s: Settings, engine: AsyncEngine, cache: Cache, bus: Bus, *,
+    service: OrderService | None = None,
+) -> APIRouter:  # fmt: skip
+    """``/api/v1`` orders, fills, positions, kill switch and paper deposits, over
+    ``service`` (None: a new one)."""
     from cryptodesk.api.routes.orders import orders_router
 
-    return orders_router(order_service(s, engine, cache, bus))
+    return orders_router(service or order_service(s, engine, cache, bus))
 
 
 def start_signal_trader(
@@ -63,3 +102,17 @@ def start_signal_trader(
 
     trader = SignalTrader(bus, order_service(s, engine, cache, bus), s.trading_strategies)
     tasks["signal-trader"] = asyncio.create_task(trader.run(stop))
+
+
+def start_paper_feed(
+    s: Settings, engine: AsyncEngine, cache: Cache, bus: Bus, stop: asyncio.Event,
+    tasks: dict[str, asyncio.Task[None]],
+) -> None:  # fmt: skip
+    """Fill resting paper orders from the live books on the bus (compute role), if any
+    paper venue is offered."""
+    if not s.paper_venue_exchanges():
+        return
+    from cryptodesk.services.paper_feed import PaperFeed
+
+    feed = PaperFeed(bus, order_service(s, engine, cache, bus))
+    tasks["paper-feed"] = asyncio.create_task(feed.run(stop))

@@ -242,3 +242,65 @@ async def test_orders_placed_over_rest_reach_the_tenants_orders_channel(server: 
 
 async def recv_json(ws: ClientConnection) -> dict[str, Any]:
     return json.loads(await ws.recv())  # type: ignore[no-any-return]
+
+
+async def test_a_tenants_internal_book_reaches_only_that_tenant(server: Server) -> None:
+    """Two accounts of one tenant trade over REST; a subscriber of the tenant's
+    ``book:internal:BTC/USDT`` sees the book after each order, numbered by the matching
+    engine's sequence; a user of another tenant sees its own book, empty."""
+    import httpx
+
+    book_channel = "book:internal:BTC/USDT"
+
+    def book(sequence: int, bids: list[list[str]], asks: list[list[str]], last: str | None) -> Any:
+        return {"symbol": "BTC/USDT", "sequence": sequence, "bids": bids, "asks": asks,
+                "last_price": last}  # fmt: skip
+
+    async def next_frame(ws: ClientConnection) -> dict[str, Any]:
+        while (msg := await asyncio.wait_for(recv_json(ws), 30))["type"] in ("welcome", "ping"):
+            pass
+        return msg
+
+    headers = await asyncio.to_thread(server.auth, "trader", "bookdesk")
+    rival = await asyncio.to_thread(server.auth, "viewer", "bookrival")
+    token = headers["Authorization"].removeprefix("Bearer ")
+    async with connect(f"{ws_url(server)}?token={token}") as ws:
+        await subscribe(ws, ["book:internal:btc-usdt"])
+        assert await next_frame(ws) == {"type": "subscribed", "id": None,
+                                        "channels": [book_channel]}  # fmt: skip
+        assert await next_frame(ws) == {"type": "snapshot", "channel": book_channel, "seq": 0,
+                                        "data": book(0, [], [], None)}  # fmt: skip
+        async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=30) as c:
+            for account, asset, amount in (("alice", "USDT", "100000"), ("bob", "BTC", "1")):
+                deposit = {"account": account, "asset": asset, "amount": amount}
+                r = await c.post("/api/v1/paper/deposits", json=deposit)
+                assert r.status_code == 201, r.text
+            steps = [
+                ("bob", "sell", "0.5", "60000", book(2, [], [["60000.00", "0.50000"]], None)),
+                ("alice", "buy", "0.2", "60000",
+                 book(4, [], [["60000.00", "0.30000"]], "60000.00")),
+                ("alice", "buy", "0.1", "59000",
+                 book(6, [["59000.00", "0.10000"]], [["60000.00", "0.30000"]], "60000.00")),
+            ]  # fmt: skip
+            for seq, (account, side, quantity, price, expected) in enumerate(steps, 1):
+                r = await c.post("/api/v1/orders", json={
+                    "account": account, "symbol": "BTC/USDT", "side": side, "type": "limit",
+                    "quantity": quantity, "price": price})  # fmt: skip
+                assert r.status_code == 201, r.text
+                assert await next_frame(ws) == {"type": "delta", "channel": book_channel,
+                                                "seq": seq, "data": expected}  # fmt: skip
+        # Subscribed afresh, the channel's snapshot is read from the order service.
+        await ws.send(json.dumps({"type": "unsubscribe", "channels": [book_channel]}))
+        assert (await next_frame(ws))["type"] == "unsubscribed"
+        await subscribe(ws, [book_channel])
+        assert (await next_frame(ws))["type"] == "subscribed"
+        assert await next_frame(ws) == {"type": "snapshot", "channel": book_channel, "seq": 0,
+                                        "data": steps[-1][-1]}  # fmt: skip
+    rival_token = rival["Authorization"].removeprefix("Bearer ")
+    async with connect(f"{ws_url(server)}?token={rival_token}") as ws:
+        await subscribe(ws, [book_channel])
+        assert (await next_frame(ws))["type"] == "subscribed"
+        assert await next_frame(ws) == {"type": "snapshot", "channel": book_channel, "seq": 0,
+                                        "data": book(0, [], [], None)}  # fmt: skip
+        await ws.send(json.dumps({"type": "ping", "id": "after"}))
+        assert (await next_frame(ws))["type"] == "pong"  # and no delta of the other tenant

@@ -18,9 +18,13 @@ from cryptodesk.analytics.vol_breaker import BreakerState
 from cryptodesk.api.app import create_app
 from cryptodesk.api.routes import orders as routes
 from cryptodesk.api.routes.orders import orders_router
+from cryptodesk.domain import codec
 from cryptodesk.domain.auth import Role
+from cryptodesk.domain.market import OrderBook
+from cryptodesk.services import cache_keys
 from cryptodesk.services.circuit_breakers import BreakerStates, cache_key, encode_state
 from cryptodesk.services.order_service import OrderService, default_instruments, halted_by
+from cryptodesk.services.paper_feed import cached_books
 from tests.unit._auth import Logins, auth_service
 from tests.unit._fakes import Harness
 from tests.unit._ledger_api import migrated_template, problem
@@ -48,7 +52,8 @@ class Env:
     def build(self) -> FastAPI:
         breakers = BreakerStates(self.cache, exchanges=["sim"], symbols=["BTC/USDT"])
         service = OrderService(self.log, default_instruments(["BTC/USDT"]), clock=lambda: NOW,
-                               halted=halted_by(breakers, ["sim"]))  # fmt: skip
+                               halted=halted_by(breakers, ["sim"]), paper=["sim"],
+                               books=cached_books(self.cache))  # fmt: skip
         h = Harness()
         return create_app(h.queries, h.metrics, h.health, routers=[orders_router(service)],
                           auth=self.logins.auth)  # fmt: skip
@@ -230,3 +235,36 @@ async def test_the_documented_examples_fit_their_schemas_and_the_api(env: Env) -
         r = await c.post(ORDERS, json=routes.ORDER_IN)
         assert r.status_code == 201, r.text
         assert set(r.json()) == set(routes.ORDER)
+
+
+async def test_paper_orders_take_from_the_live_book_and_say_their_venue(env: Env) -> None:
+    paper = {"venue": "paper:sim"}
+    async with env.client() as c:
+        await funded(c)
+        market = {**order("alice", "buy", "0.3", "1"), "type": "market", "price": None, **paper}
+        no_book = await c.post(ORDERS, json=market)
+        assert problem(no_book, 422, "order-rejected")["rule"] == "no_book"
+        book = OrderBook("sim", "BTC/USDT", NOW, ((59_990.0, 1.0),),
+                         ((60_000.0, 0.1), (60_010.0, 1.0)), 1)  # fmt: skip
+        await env.cache.set(cache_keys.book("sim", "BTC/USDT"), codec.encode_book(book))
+        taken = await c.post(ORDERS, json=market)
+        assert taken.status_code == 201, taken.text
+        body = taken.json()
+        assert {k: body[k] for k in ("order_id", "venue", "status", "filled", "fees")} == {
+            "order_id": "O0000000001", "venue": "paper:sim", "status": "filled",
+            "filled": "0.3", "fees": "18.00200",  # 0.1 % of 6000 + 12002
+        }  # fmt: skip
+        fills = (await c.get("/api/v1/fills")).json()["fills"]
+        assert [(f["price"], f["quantity"], f["venue"]) for f in fills] == [
+            ("60000.0", "0.1", "paper:sim"), ("60010.0", "0.2", "paper:sim"),
+        ]  # fmt: skip
+        resting = await c.post(ORDERS, json={**order("bob", "sell", "0.5", "60100"), **paper})
+        assert (resting.status_code, resting.json()["status"]) == (201, "accepted")
+        amend = await c.patch(f"{ORDERS}/O0000000002", json={"price": "60200"})
+        assert problem(amend, 422, "order-rejected")["rule"] == "not_amendable"
+        live = await c.post(ORDERS, json={**order("bob", "sell", "0.5", "60100"),
+                                          "venue": "live:sim"})  # fmt: skip
+        assert live.status_code == 422
+        other = await c.post(ORDERS, json={**order("bob", "sell", "0.5", "60100"),
+                                           "venue": "paper:kraken"})  # fmt: skip
+        assert problem(other, 422, "order-rejected")["rule"] == "unknown_venue"

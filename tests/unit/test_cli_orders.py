@@ -191,6 +191,16 @@ def test_a_rejected_order_exits_2_naming_its_rule_and_is_not_kept(traded: Path) 
     assert [o["order_id"] for o in ok("list", *T)] == ["O0000000001", "O0000000002"]
 
 
+def test_paper_venue_orders_rest_or_need_a_live_book(db: Path) -> None:
+    funded()
+    paper = ("--venue", "paper:sim")
+    resting = ok("place", *T, *BID, "--quantity", "0.1", "--price", "59000", *paper)
+    assert pick(resting, "order_id", "venue", "status") == ("O0000000001", "paper:sim", "accepted")
+    market = refused("place", *T, *BID[:6], "--type", "market", "--quantity", "0.1", *paper)
+    assert market.startswith("cryptodesk: error: order rejected: no_book: no order book of ")
+    assert [o["venue"] for o in ok("list", *T)] == ["paper:sim"]
+
+
 def test_kill_cancels_open_orders_and_refuses_new_ones_until_revived(traded: Path) -> None:
     killed = ok("kill", *T, "--account", "bob")
     assert (killed["account"], killed["active"]) == ("bob", True)
@@ -234,6 +244,8 @@ BAD = [
      "--symbol 'btcusdt' is not a symbol such as BTC/USDT"),
     (["--quantity", "1", "--price", "1", "--account", "a b"],
      "--account 'a b' is not an account: 1-64 of A-Z, a-z, 0-9, _.:-"),
+    (["--quantity", "1", "--price", "1", "--venue", "live:binance"],
+     "--venue 'live:binance' is not internal, best or paper:EXCHANGE"),
 ]  # fmt: skip
 
 

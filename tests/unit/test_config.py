@@ -202,3 +202,16 @@ def test_portfolio_settings_are_checked(monkeypatch):
         with pytest.raises(SettingsError, match=message):
             load_settings()
         monkeypatch.delenv(f"CRYPTODESK_{name}")
+
+
+def test_paper_exchanges_default_to_every_ingested_exchange(monkeypatch):
+    monkeypatch.setenv("CRYPTODESK_EXCHANGES", "sim,binance")
+    assert load_settings().paper_venue_exchanges() == ["sim", "binance"]
+    monkeypatch.setenv("CRYPTODESK_PAPER_EXCHANGES", "none")
+    assert load_settings().paper_venue_exchanges() == []
+    monkeypatch.setenv("CRYPTODESK_PAPER_EXCHANGES", " binance ")
+    assert load_settings().paper_venue_exchanges() == ["binance"]
+    monkeypatch.setenv("CRYPTODESK_PAPER_EXCHANGES", "binance,kraken")
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    assert "kraken, which is not ingested (exchanges: sim, binance)" in str(err.value)

@@ -51,6 +51,9 @@ class FlakyLog:
     async def records(self, tenant: str, *, after: int = 0) -> list[Record]:
         return await self.store.records(tenant, after=after)
 
+    async def tenants(self) -> list[str]:
+        return await self.store.tenants()
+
 
 class Env:
     def __init__(self, store: SqlOrderLog, cache: MemoryCache) -> None:

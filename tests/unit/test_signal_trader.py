@@ -14,6 +14,7 @@ import pytest
 from cryptodesk.adapters.bus.memory import MemoryBus
 from cryptodesk.adapters.db.engine import create_engine
 from cryptodesk.adapters.db.order_log_store import SqlOrderLog
+from cryptodesk.domain.market import OrderBook
 from cryptodesk.domain.orders import OrderRequest
 from cryptodesk.domain.signals import SIGNAL_KINDS, Signal, encode_signal
 from cryptodesk.services.order_service import OrderService, default_instruments
@@ -114,3 +115,36 @@ async def test_the_trader_consumes_the_signals_topic(orders: OrderService) -> No
     (order,) = await orders.orders("acme", account="bot")
     assert (order.side, order.status, order.client_order_id) == (
         "buy", "filled", client_order_id(signal()))  # fmt: skip
+
+
+async def test_a_strategy_on_a_paper_venue_takes_from_that_exchanges_book(
+    tmp_path: Path, template: Path
+) -> None:
+    db = tmp_path / "paper.db"
+    shutil.copyfile(template, db)
+    engine = create_engine(f"sqlite+aiosqlite:///{db}")
+    live = OrderBook(
+        "sim", "BTC/USDT", OPEN, ((59_995.0, 1.0),), ((60_005.0, 0.05), (60_006.0, 1.0))
+    )
+
+    async def books(exchange: str, symbol: str) -> OrderBook | None:
+        return live if (exchange, symbol) == ("sim", "BTC/USDT") else None
+
+    service = OrderService(SqlOrderLog(engine), default_instruments(["BTC/USDT"]),
+                           clock=lambda: OPEN, paper=["sim"], books=books)  # fmt: skip
+    await service.deposit("acme", "bot", "USDT", D("100000"))
+    strategy = STRATEGY.model_copy(update={"venue": "paper:sim"})
+    trader = SignalTrader(MemoryBus(), service, [strategy])
+    await trader.handle(signal())
+    await trader.handle(signal())  # redelivered: nothing more
+    (order,) = await service.orders("acme", account="bot")
+    assert (order.venue, order.status, order.filled) == ("paper:sim", "filled", D("0.1"))
+    assert [(f.price, f.quantity) for f in await service.fills("acme")] == [
+        (D("60005.0"), D("0.05")), (D("60006.0"), D("0.05")),
+    ]  # fmt: skip
+    await engine.dispose()
+
+
+def test_a_strategy_venue_is_internal_or_paper() -> None:
+    with pytest.raises(ValueError, match="venue"):
+        TradingStrategy(rule="r", tenant="t", account="a", quantity=D(1), venue="live:binance")

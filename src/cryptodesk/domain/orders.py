@@ -43,6 +43,7 @@ class OrderRequest:
     post_only: bool = False
     reduce_only: bool = False
     client_order_id: str | None = None
+    venue: str = "internal"  # or "paper:EXCHANGE"
 
 
 @dataclass(frozen=True, slots=True)

@@ -124,7 +124,9 @@ class LiveVenue:
                                 field="client_order_id")  # fmt: skip
         order = Order.from_request(replace(request, account=self.account), order_id=order_id,
                                    status="new", ts=self._clock())  # fmt: skip
-        self.state.orders[order_id] = replace(order, client_order_id=request.client_order_id)
+        self.state.orders[order_id] = replace(
+            order, client_order_id=request.client_order_id, venue=self.venue
+        )
         try:
             placed = await self.gateway.create(request, client_order_id=order_id)
         except OrderRejected:

@@ -15,6 +15,14 @@ A rejected order is not an error: ``submit`` returns it with status
 ``rejected`` and its rule. Order changes and fills (``take_updates``) go to
 ``on_updates(tenant, updates)`` after the write, for the bus and the WebSocket
 ``orders`` channel. Order ids are per tenant (``O`` + sequence).
+
+Paper venues (``paper``: exchange names) trade against the exchanges' live books:
+a paper order's command first hands the manager the latest book of its market
+(``books``, read from the cache), and ``on_book`` (the paper feed's books from
+the bus) fills resting paper orders, one logged command per tenant that has open
+paper orders in that market. ``refresh`` catches every tenant up with the log
+(and loads those this process has not seen), so a process feeding books learns
+of orders placed in others.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from typing import Any, Protocol, TypeVar
 import structlog
 
 from cryptodesk.adapters.db.order_log_store import OrderLogConflict
+from cryptodesk.domain.market import OrderBook
 from cryptodesk.domain.orders import Fill, OrderRequest, OrderStatus
 from cryptodesk.domain.symbol import Symbol
 from cryptodesk.domain.timeutil import now_ms
@@ -45,6 +54,7 @@ T = TypeVar("T")
 Updates = list[dict[str, Any]]
 UpdateHook = Callable[[str, Updates], Awaitable[None]]
 Instruments = Mapping[str, Instrument] | Callable[[str], Mapping[str, Instrument]]
+BookReader = Callable[[str, str], Awaitable[OrderBook | None]]
 
 
 class OrderLogStore(Protocol):
@@ -53,6 +63,8 @@ class OrderLogStore(Protocol):
     async def append(self, tenant: str, records: Sequence[Record]) -> None: ...
 
     async def records(self, tenant: str, *, after: int = 0) -> list[Record]: ...
+
+    async def tenants(self) -> list[str]: ...
 
 
 class HaltReader(Protocol):
@@ -146,8 +158,14 @@ class OrderService:
         halted: Callable[[str], Awaitable[bool]] | None = None,
         clock: Callable[[], int] = now_ms,
         on_updates: UpdateHook | None = None,
+        paper: Sequence[str] = (),
+        books: BookReader | None = None,
+        paper_max_age_ms: int = 10_000,
     ) -> None:
         self._store = store
+        self.paper = tuple(paper)
+        self._books = books
+        self._paper_max_age_ms = paper_max_age_ms
         self._instruments = instruments
         self._limits = RiskLimits() if limits is None else limits
         self._halted = halted
@@ -162,9 +180,15 @@ class OrderService:
     async def submit(self, tenant: str, request: OrderRequest) -> Placed:
         """Place ``request``; the order (maybe ``rejected``) once it is durable."""
         halted = False if self._halted is None else await self._halted(request.symbol)
+        book = None
+        exchange = request.venue.removeprefix("paper:")
+        if exchange in self.paper and self._books is not None:
+            book = await self._books(exchange, request.symbol)
 
         def place(m: OrderManager, log: _PendingLog) -> Placed:
             self._halted_now[request.symbol] = halted
+            if book is not None:
+                m.on_book(book)  # logged first if it fills resting orders
             order = m.submit(request)
             return Placed(order, new=bool(log.pending) or order.status == "rejected")
 
@@ -199,6 +223,30 @@ class OrderService:
 
     async def revive(self, tenant: str, account: str | None = None) -> None:
         await self._command(tenant, lambda m, _: m.revive(account))
+
+    async def on_book(self, book: OrderBook) -> int:
+        """Hand ``book`` to every loaded tenant's paper venue of its exchange; the resting
+        orders it fills (logged per tenant). A tenant without open paper orders in that
+        market only keeps the book (nothing to log)."""
+        venue = f"paper:{book.exchange}"
+        if book.exchange not in self.paper:
+            return 0
+        filled = 0
+        for tenant, state in list(self._tenants.items()):
+            if not state.manager.paper[venue].open_orders(symbol=book.symbol):
+                state.manager.paper[venue].set_book(book)
+                continue
+            try:
+                filled += await self._command(tenant, lambda m, _: m.on_book(book))
+            except Exception as exc:  # dropped: the next refresh reloads it, a later book fills
+                log.warning("paper fills not stored", tenant=tenant, error=repr(exc))
+        return filled
+
+    async def refresh(self) -> int:
+        """Load every tenant with an order log and catch each up; how many are loaded."""
+        for tenant in await self._store.tenants():
+            await self._query(tenant, lambda _: None)
+        return len(self._tenants)
 
     # ---- queries (each catches up with the stored log first) ------------------------
 
@@ -279,6 +327,21 @@ class OrderService:
 
         return await self._query(tenant, read)
 
+    def book_now(self, tenant: str, symbol: str, depth: int = 10) -> dict[str, Any]:
+        """``book`` plus the engine's ``sequence`` (of its last event), read from memory
+        without the lock: for the ``on_updates`` hook (it runs under the lock) or right
+        after an awaited query caught up. A tenant not loaded here has an empty book."""
+        state = self._tenants.get(tenant)
+        instrument = None if state is None else state.manager.instruments.get(symbol)
+        if state is None or instrument is None:
+            return {"symbol": symbol, "sequence": 0, "bids": [], "asks": [], "last_price": None}
+        engine = state.manager.book(symbol)
+        bids, asks = engine.l2(depth)
+        last = _last_price(state.manager, symbol)
+        return {"symbol": symbol, "sequence": engine.seq, "bids": _levels(instrument, bids),
+                "asks": _levels(instrument, asks),
+                "last_price": None if last is None else str(last)}  # fmt: skip
+
     def forget(self, tenant: str) -> None:
         """Drop the tenant's manager: the next call rebuilds it from the database."""
         self._tenants.pop(tenant, None)
@@ -306,7 +369,7 @@ class OrderService:
             except Exception:
                 self.forget(tenant)
                 raise
-            state.manager.updates.clear()  # that process published them
+            state.manager.take_updates()  # that process published them
         return state
 
     def _build(self, tenant: str, history: list[Record]) -> _Tenant:
@@ -319,7 +382,8 @@ class OrderService:
             return PreTradeRisk(self._limits, Balances(), clock=self._clock,
                                 halted=lambda symbol: halted(symbol, False))  # fmt: skip
 
-        manager = OrderManager.replay(chosen, risk, log, clock=self._clock)
+        manager = OrderManager.replay(chosen, risk, log, clock=self._clock, paper=self.paper,
+                                      paper_max_age_ms=self._paper_max_age_ms)  # fmt: skip
         state = _Tenant(manager, log, 0)
         for record in history:
             _note(state, record)

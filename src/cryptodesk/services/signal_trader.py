@@ -1,8 +1,9 @@
 """Signals that trade: a strategy enabled for paper trading turns its rule's signals
-into market orders on the internal venue, through the order service.
+into market orders, through the order service, on the internal venue or on a paper
+venue ``paper:EXCHANGE`` (filled against that exchange's live book).
 
-Each enabled strategy names a signal rule and where to trade: tenant, account and
-quantity (base units). A signal of a bullish kind buys, a bearish one sells:
+Each enabled strategy names a signal rule and where to trade: tenant, account,
+quantity (base units) and venue. A signal of a bullish kind buys, a bearish one sells:
 
 - bullish: ``golden_cross``, ``ema_cross_up``, ``macd_cross_up`` (trend following),
   ``rsi_oversold``, ``bb_break_lower`` (mean reversion: a stretched fall buys);
@@ -49,7 +50,13 @@ class TradingStrategy(BaseModel):
     tenant: str = Field(min_length=1, max_length=64)
     account: str = Field(min_length=1, max_length=64)
     quantity: Decimal = Field(gt=0, description="Base quantity of each order.")
-    mode: Literal["paper"] = "paper"  # the internal venue; live trading is not enabled here
+    mode: Literal["paper"] = "paper"  # live trading is not enabled here
+    venue: str = Field(
+        "internal",
+        pattern=r"^(internal|best|paper:[a-z0-9][a-z0-9_.-]*)$",
+        description="internal (the matching engine between accounts), paper:EXCHANGE "
+        "(fills against that exchange's live books) or best (the best net price).",
+    )
 
 
 def side_of(kind: str) -> Side:
@@ -84,6 +91,7 @@ class SignalTrader:
             request = OrderRequest(
                 strategy.account, signal.symbol, side_of(signal.kind), "market",
                 strategy.quantity, client_order_id=client_order_id(signal),
+                venue=strategy.venue,
             )  # fmt: skip
             placed = await self._orders.submit(strategy.tenant, request)
             order = placed.order

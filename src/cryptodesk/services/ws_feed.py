@@ -12,13 +12,19 @@ done only for channels someone subscribes to.
 - ``orderbooks`` -> ``book:EX:SYM`` (the newest book of a batch, cut to depth);
 - ``candles`` -> ``candles:EX:SYM:IV`` (finalized candles; a redelivered or
   older one is dropped by open time);
-- ``signals`` -> ``signals``; ``tenant-events`` -> ``portfolio``/``orders``/``alerts``.
+- ``signals`` -> ``signals``; ``tenant-events`` -> ``portfolio``/``orders``/``alerts``
+  and ``book:internal:SYM`` (a book not newer, by its engine ``sequence``, than the
+  one sent already is dropped: another process may publish its older book later).
 
 Tickers are computed by compute into the cache, not published: trades on the
 bus make this feed re-read the cached tickers (after a short settle, so one
 read covers a burst), again while a cached ticker is older than the newest
 trade seen, and every ``ticker_poll_seconds`` anyway (a ticker prefetched
 over REST has no trades). A changed ticker is one update.
+
+The latest-state tenant channels are also re-read every ``tenant_poll_seconds``
+(the portfolio moves with prices; an internal book moves with orders placed by a
+process that publishes nothing, such as the command line).
 """
 
 from __future__ import annotations
@@ -26,8 +32,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 import msgspec
 import structlog
@@ -36,7 +42,15 @@ from cryptodesk.adapters.bus.base import Bus, Message
 from cryptodesk.domain import codec
 from cryptodesk.domain.market import OrderBook
 from cryptodesk.domain.signals import decode_signal
-from cryptodesk.services.ws_hub import LATEST_STATE, TENANT_CHANNELS, WsHub, to_json
+from cryptodesk.services.ws_channels import (
+    INTERNAL_BOOK,
+    LATEST_STATE,
+    TENANT_CHANNELS,
+    book_sequence,
+    internal_book_channel,
+    is_internal_book,
+)
+from cryptodesk.services.ws_hub import Channel, WsHub, to_json
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -57,10 +71,17 @@ class TenantEvent(msgspec.Struct):
 async def publish_tenant_event(bus: Bus, tenant: str, channel: str, data: object) -> None:
     """Send ``data`` to every API process's subscribers of ``channel`` of ``tenant``;
     callable from any process (an alert rule runner, an order service)."""
-    if channel not in TENANT_CHANNELS:
-        raise ValueError(f"{channel!r} is not a tenant channel: {', '.join(TENANT_CHANNELS)}")
+    if channel not in TENANT_CHANNELS and not is_internal_book(channel):
+        raise ValueError(f"{channel!r} is not a tenant channel: {', '.join(TENANT_CHANNELS)} "
+                         "or book:internal:SYMBOL")  # fmt: skip
     raw = msgspec.Raw(_encode(data))
     await bus.publish(TENANT_TOPIC, tenant, _encode(TenantEvent(tenant, channel, raw)))
+
+
+async def publish_internal_book(bus: Bus, tenant: str, book: Mapping[str, Any]) -> None:
+    """The tenant's internal venue book (``OrderService.book_now``: symbol, sequence,
+    levels, last price) to its ``book:internal:SYMBOL`` subscribers in every API process."""
+    await publish_tenant_event(bus, tenant, internal_book_channel(book["symbol"]), book)
 
 
 class WsFeed:
@@ -99,7 +120,9 @@ class WsFeed:
                 tg.create_task(self._tickers(stop))
                 tg.create_task(self._stopping(stop))
                 tg.create_task(_every(self.hub.heartbeat_seconds, self._heartbeat, stop))
-                if any(k in LATEST_STATE for k in self.hub.tenant_sources):
+                if self.hub.internal_books is not None or any(
+                    k in LATEST_STATE for k in self.hub.tenant_sources
+                ):
                     tg.create_task(_every(self.tenant_poll_seconds, self._poll_tenants, stop))
         finally:
             self.hub.close_all()
@@ -199,6 +222,8 @@ class WsFeed:
             ch = None if event is None else self.hub.channels.get(f"{event.c}@{event.t}")
             if event is None or ch is None:
                 continue
+            if ch.spec.kind == INTERNAL_BOOK and not _newer_book(ch, book_sequence(event.d)):
+                continue
             data = bytes(event.d).decode()
             if ch.coalesce:
                 self.hub.update(ch, data)
@@ -255,6 +280,9 @@ class WsFeed:
         """Re-read each subscribed latest-state tenant channel; a changed answer is an update."""
         hub = self.hub
         for ch in [c for c in hub.channels.values() if c.spec.tenant and c.coalesce]:
+            if ch.spec.kind == INTERNAL_BOOK:
+                await self._poll_internal_book(ch)
+                continue
             source = hub.tenant_sources.get(ch.spec.kind)
             if source is None or ch.ready is not None:
                 continue
@@ -265,6 +293,26 @@ class WsFeed:
                 continue
             if data != ch.latest and hub.channels.get(ch.spec.key) is ch:
                 hub.update(ch, data)
+
+    async def _poll_internal_book(self, ch: Channel) -> None:
+        hub, spec = self.hub, ch.spec
+        if hub.internal_books is None or ch.ready is not None:
+            return
+        try:
+            book = await hub.internal_books(spec.tenant, spec.symbol, hub.book_depth)
+        except Exception as exc:
+            log.warning("tenant channel unreadable", channel=spec.key, error=repr(exc))
+            return
+        if hub.channels.get(spec.key) is ch and _newer_book(ch, book["sequence"]):
+            hub.update(ch, to_json(book))
+
+
+def _newer_book(ch: Channel, sequence: int | None) -> bool:
+    """Whether an internal book of ``sequence`` is news to ``ch`` (then it is its mark)."""
+    if sequence is None or (ch.mark is not None and sequence <= ch.mark):
+        return False
+    ch.mark = sequence
+    return True
 
 
 def _decoded(message: Message, decode: Callable[[bytes], T]) -> T | None:

@@ -7,10 +7,11 @@ Transport-free: ``api/routes/ws.py`` moves frames between a socket and a
   stamped with the channel's current seq, then every later update in order.
   The snapshot is the channel's state in memory, so nothing can slip between.
 - Each update is serialised once per channel; every subscriber queues the same
-  text. Latest-state channels (ticker, book, portfolio) coalesce: an update for
-  a client that has one of that channel still queued replaces it, and the frame
-  says how many seq numbers it ``skipped``. Event channels (trades, candles,
-  signals, orders, alerts) never coalesce.
+  text. Latest-state channels (ticker, book, portfolio, book:internal) coalesce:
+  an update for a client that has one of that channel still queued replaces it,
+  and the frame says how many seq numbers it ``skipped``. Event channels (trades,
+  candles, signals, orders, alerts) never coalesce.
+- Channel names and their validation are ``services/ws_channels.py``.
 - A client whose queue reaches ``queue_size`` is closed (``CLOSE_TOO_SLOW``);
   pushing never waits, so one slow client delays nobody.
 - ``services/ws_feed.py`` feeds the channels from the bus, tenant events too.
@@ -31,7 +32,12 @@ from cryptodesk.adapters.bus.base import Bus
 from cryptodesk.domain.market import Candle, OrderBook, Ticker, Trade
 from cryptodesk.domain.signals import Signal
 from cryptodesk.domain.timeutil import now_ms
-from cryptodesk.services.market_queries import MarketQueries, QueryError
+from cryptodesk.services.market_queries import MarketQueries
+from cryptodesk.services.ws_channels import INTERNAL_BOOK, InternalBooks, parse_channel
+from cryptodesk.services.ws_channels import LATEST_STATE as LATEST_STATE
+from cryptodesk.services.ws_channels import TENANT_CHANNELS as TENANT_CHANNELS
+from cryptodesk.services.ws_channels import ChannelError as ChannelError
+from cryptodesk.services.ws_channels import ChannelSpec as ChannelSpec
 
 log = structlog.get_logger(__name__)
 
@@ -39,9 +45,6 @@ CLOSE_GOING_AWAY: Final = 1001
 CLOSE_UNAUTHORIZED: Final = 4001
 CLOSE_IDLE: Final = 4002
 CLOSE_TOO_SLOW: Final = 4008
-MARKET_KINDS: Final = ("ticker", "book", "trades", "candles")
-TENANT_CHANNELS: Final = ("portfolio", "orders", "alerts")
-LATEST_STATE: Final = frozenset({"ticker", "book", "portfolio"})
 _encode = msgspec.json.Encoder().encode
 
 
@@ -57,30 +60,6 @@ class Renderer(Protocol):
     def trade(self, t: Trade) -> object: ...
     def candle(self, c: Candle) -> object: ...
     def signal(self, s: Signal) -> object: ...
-
-
-class ChannelError(Exception):
-    """A channel name the hub cannot serve; ``code`` is a stable machine id."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelSpec:
-    """A channel as clients name it; tenant channels also carry the tenant."""
-
-    name: str
-    kind: str
-    exchange: str = ""
-    symbol: str = ""
-    interval: str = ""
-    tenant: str = ""
-
-    @property
-    def key(self) -> str:
-        return f"{self.name}@{self.tenant}" if self.tenant else self.name
 
 
 class Channel:
@@ -264,7 +243,8 @@ class WsHub:
 
     Snapshots: tickers, books and candles from ``queries`` (the cache first),
     signals from ``recent_signals``, tenant channels from ``tenant_sources``
-    (portfolio: a valuation; orders and alerts: a list of recent items).
+    (portfolio: a valuation; orders and alerts: a list of recent items), the
+    tenants' internal venue books from ``internal_books``.
     """
 
     def __init__(
@@ -281,6 +261,7 @@ class WsHub:
         recent_items: int = 50,
         recent_signals: Callable[[], Awaitable[Sequence[Signal]]] | None = None,
         tenant_sources: Mapping[str, TenantSource] | None = None,
+        internal_books: InternalBooks | None = None,
     ) -> None:
         self.bus = bus
         self.queries = queries
@@ -293,6 +274,7 @@ class WsHub:
         self.recent_items = recent_items
         self.recent_signals = recent_signals
         self.tenant_sources: Mapping[str, TenantSource] = tenant_sources or {}
+        self.internal_books = internal_books
         self.channels: dict[str, Channel] = {}  # by ChannelSpec.key
         self.clients: set[WsClient] = set()
         self.stats = HubStats()
@@ -313,29 +295,7 @@ class WsHub:
 
     def channel(self, text: str, tenant: str | None = None) -> ChannelSpec:
         """The channel ``text`` names, validated and in canonical form, or ChannelError."""
-        kind, _, rest = text.partition(":")
-        if kind in TENANT_CHANNELS or kind == "signals":
-            if rest:
-                raise ChannelError("unknown-channel", f"{kind!r} takes no parameters")
-            if kind == "signals":
-                return ChannelSpec("signals", "signals")
-            if tenant is None:
-                raise ChannelError("unauthorized", f"{kind!r} is a tenant channel: send a token")
-            return ChannelSpec(kind, kind, tenant=tenant)
-        parts = rest.split(":")
-        if kind not in MARKET_KINDS or len(parts) != (3 if kind == "candles" else 2):
-            raise ChannelError(
-                "unknown-channel",
-                f"unknown channel {text[:100]!r}: use ticker|book|trades:EXCHANGE:SYMBOL, "
-                "candles:EXCHANGE:SYMBOL:INTERVAL, signals, portfolio, orders or alerts",
-            )
-        try:
-            ex, sym = self.queries.exchange(parts[0]), self.queries.symbol(parts[1])
-            iv = self.queries.interval(parts[2]) if kind == "candles" else ""
-        except QueryError as exc:
-            raise ChannelError(exc.code, str(exc)) from None
-        name = ":".join([kind, ex, sym, iv] if iv else [kind, ex, sym])
-        return ChannelSpec(name, kind, ex, sym, iv)
+        return parse_channel(text, tenant, self.queries)
 
     async def subscribe(self, client: WsClient, spec: ChannelSpec) -> None:
         """Add ``client`` to the channel and queue its snapshot (again when already
@@ -446,6 +406,10 @@ class WsHub:
             ch.mark = candles[-1].open_time if candles else None
         elif spec.kind == "signals" and self.recent_signals is not None:
             ch.prepend([to_json(render.signal(s)) for s in await self.recent_signals()])
+        elif spec.kind == INTERNAL_BOOK and self.internal_books is not None:
+            own = await self.internal_books(spec.tenant, spec.symbol, self.book_depth)
+            if ch.mark is None or own["sequence"] > ch.mark:  # else a newer one arrived
+                ch.mark, ch.latest = own["sequence"], to_json(own)
         elif spec.tenant and (source := self.tenant_sources.get(spec.kind)) is not None:
             data = await source(spec.tenant)
             if ch.coalesce:

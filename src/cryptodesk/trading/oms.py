@@ -9,15 +9,28 @@ changes (nothing is logged). A repeated ``(account, client_order_id)`` returns
 the first order unchanged. ``cancel``, ``amend``, ``deposit``, ``kill`` and
 ``revive`` are logged the same way, so ``replay`` rebuilds the venue exactly from
 the log, without re-running rate limits or risk decisions.
+
+An order whose ``venue`` is ``paper:EXCHANGE`` passes the same validation and
+risk (its reference price is the best opposite price of that exchange's fresh
+book, its position the account's across venues); what it takes from the book is
+decided before it is logged, so the record carries it. ``on_book`` hands the
+paper venue a new snapshot and logs the resting orders it fills
+(``paper_fills``). Paper orders are not amended (cancel and place again).
+
+A market order with venue ``best`` is routed (``trading/router.py``) to the venue
+whose book fills the whole quantity at the best price net of the taker fee: the
+internal book and every paper venue's fresh book; the order (and its record)
+then names the venue chosen.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from decimal import Decimal
 
 from cryptodesk.domain.errors import DomainError
+from cryptodesk.domain.market import OrderBook
 from cryptodesk.domain.orders import ORDER_TYPES, SIDES, TIMES_IN_FORCE, OrderRequest, Side
 from cryptodesk.trading.errors import OrderRejected
 from cryptodesk.trading.instruments import Instrument, plain
@@ -25,6 +38,7 @@ from cryptodesk.trading.matching import SelfTrade
 from cryptodesk.trading.order_log import OrderLog, Record
 from cryptodesk.trading.order_state import Order, order_dict
 from cryptodesk.trading.pretrade import PreTradeRisk
+from cryptodesk.trading.router import best_venue
 from cryptodesk.trading.venue import Live, Venue
 
 _ZERO = Decimal(0)
@@ -42,8 +56,11 @@ class OrderManager(Venue):
         clock: Callable[[], int],
         self_trade: SelfTrade = "cancel_incoming",
         venue: str = "internal",
+        paper: Sequence[str] = (),
+        paper_max_age_ms: int = 10_000,
     ) -> None:
-        super().__init__(instruments, risk, self_trade=self_trade, venue=venue)
+        super().__init__(instruments, risk, self_trade=self_trade, venue=venue, paper=paper,
+                         paper_max_age_ms=paper_max_age_ms)  # fmt: skip
         self.log = log
         self._clock = clock
 
@@ -57,6 +74,8 @@ class OrderManager(Venue):
         clock: Callable[[], int] | None = None,
         self_trade: SelfTrade = "cancel_incoming",
         venue: str = "internal",
+        paper: Sequence[str] = (),
+        paper_max_age_ms: int = 10_000,
     ) -> OrderManager:
         """A manager rebuilt from ``log`` (which it then keeps appending to). Records are
         applied as they were decided: no rate limit or risk check runs again, and each
@@ -65,10 +84,11 @@ class OrderManager(Venue):
         records = list(log.records())
         last_ts = int(records[-1]["ts"]) if records else 0
         manager = cls(instruments, risk_factory(), log, clock=clock or (lambda: last_ts),
-                      self_trade=self_trade, venue=venue)  # fmt: skip
+                      self_trade=self_trade, venue=venue, paper=paper,
+                      paper_max_age_ms=paper_max_age_ms)  # fmt: skip
         for record in records:
             manager.apply(record)
-        manager.updates.clear()
+        manager.take_updates()
         return manager
 
     # ---- commands -----------------------------------------------------------------------
@@ -76,13 +96,18 @@ class OrderManager(Venue):
     def submit(self, request: OrderRequest) -> Order:
         """Place an order; the order as it stands after matching (or rejected)."""
         if request.client_order_id is not None:
-            known = self._client_ids.get((request.account, request.client_order_id))
+            known = self.known_client_id(request.account, request.client_order_id)
             if known is not None:
-                return self._orders[known].view
+                return known
         ts = self._clock()
         order_id = f"O{self._order_seq + 1:010d}"
         try:
-            record = self._admit(request, order_id, ts)
+            if request.venue == "best":
+                request = replace(request, venue=self._route(request, ts))
+            if request.venue == "internal":
+                record = self._admit(request, order_id, ts)
+            else:
+                record = self._admit_paper(request, order_id, ts)
         except OrderRejected as error:
             rejected = replace(Order.from_request(request, order_id="", status="rejected", ts=ts),
                                reject_rule=error.rule, reject_reason=error.message)  # fmt: skip
@@ -94,14 +119,29 @@ class OrderManager(Venue):
             self.risk.balances.release(order_id)  # never logged: it never happened
             raise
         self.apply(logged)
-        return self._orders[order_id].view
+        return self._view(order_id)
 
     def cancel(self, account: str, order_id: str) -> Order:
         """Cancel an open order; an order already final is returned unchanged."""
-        live = self._owned(account, order_id)
-        if live.view.is_open:
-            self.apply(self._record({"ts": self._clock(), "type": "cancel", "order_id": order_id}))
-        return live.view
+        view = self._owned_view(account, order_id)
+        if view.is_open:
+            where = {} if view.venue == "internal" else {"venue": view.venue}
+            self.apply(self._record({"ts": self._clock(), "type": "cancel", "order_id": order_id,
+                                      **where}))  # fmt: skip
+        return self._view(order_id)
+
+    def on_book(self, book: OrderBook) -> int:
+        """Hand ``book`` to the paper venue of its exchange (if this manager runs one) and
+        fill, logged, the resting orders it crosses; how many filled."""
+        paper = self.paper.get(f"paper:{book.exchange}")
+        if paper is None or not paper.set_book(book):
+            return 0
+        crossed = paper.crossed(book.symbol)
+        if crossed:
+            fills = [[order_id, str(price)] for order_id, price in crossed]
+            self.apply(self._record({"ts": self._clock(), "type": "paper_fills",
+                                      "venue": paper.venue, "fills": fills}))  # fmt: skip
+        return len(crossed)
 
     def amend(
         self,
@@ -114,6 +154,9 @@ class OrderManager(Venue):
         """Change a resting order's price and/or total quantity (which must stay above what
         is filled). A smaller quantity keeps the order's place in the queue; anything else
         re-queues it. Raises ``OrderRejected`` and changes nothing if the amend is refused."""
+        if self._owned_view(account, order_id).venue != "internal":
+            raise OrderRejected("not_amendable", f"order {order_id} is a paper order: cancel "
+                                "it and place a new one", field="order_id")  # fmt: skip
         live = self._owned(account, order_id)
         view, instrument = live.view, live.instrument
         if not view.is_open:
@@ -133,10 +176,9 @@ class OrderManager(Venue):
         instrument.validate(amended)
         if new_price != view.price or new_quantity > view.quantity:
             # Re-priced or grown: the rules of a new order (a shrink only lowers risk).
-            key = (account, view.symbol)
-            position = self._positions.get(*key).quantity if key in self._traded else _ZERO
+            position = self.position_of(account, view.symbol)
             last = None if engine.last_price is None else instrument.price(engine.last_price)
-            others = [o.view for oid, o in self._open.get(key, {}).items() if oid != order_id]
+            others = [o for o in self.open_orders(account, view.symbol) if o.order_id != order_id]
             remaining = replace(amended, quantity=new_quantity - view.filled)
             self.risk.check_amend(remaining, instrument, last_price=last, position=position,
                                   open_orders=others)  # fmt: skip
@@ -174,7 +216,7 @@ class OrderManager(Venue):
         the orders cancelled."""
         ids = [o.order_id for o in self.open_orders(account)]
         self.apply(self._record({"ts": self._clock(), "type": "kill", "account": account}))
-        return [self._orders[order_id].view for order_id in ids]
+        return [self._view(order_id) for order_id in ids]
 
     def revive(self, account: str | None = None) -> None:
         """Undo ``kill`` (see ``PreTradeRisk.revive``)."""
@@ -184,12 +226,7 @@ class OrderManager(Venue):
 
     def _admit(self, request: OrderRequest, order_id: str, ts: int) -> Record:
         """Validate and risk-check ``request`` (its funds are reserved by then): its record."""
-        choices = {"side": (request.side, SIDES), "type": (request.type, ORDER_TYPES),
-                   "time_in_force": (request.time_in_force, TIMES_IN_FORCE)}  # fmt: skip
-        for name, (value, allowed) in choices.items():
-            if value not in allowed:
-                raise OrderRejected(f"invalid_{name}", f"{name} {value!r} is not one of "
-                                    f"{', '.join(allowed)}", field=name)  # fmt: skip
+        _check_choices(request)
         instrument = self.instruments.get(request.symbol)
         if instrument is None:
             raise OrderRejected("unknown_symbol", f"symbol {request.symbol} is not traded here",
@@ -197,27 +234,66 @@ class OrderManager(Venue):
         engine = self._engines.get(request.symbol)  # a rejection must not create a book
         ticks = None if engine is None else engine.last_price
         last = None if ticks is None else instrument.price(ticks)
-        key = (request.account, request.symbol)
-        position = self._positions.get(*key).quantity if key in self._traded else _ZERO
+        account, symbol = request.account, request.symbol
         self.risk.check(request, instrument, order_id=order_id, last_price=last,
-                        position=position,
-                        open_orders=[o.view for o in self._open.get(key, {}).values()])  # fmt: skip
+                        position=self.position_of(account, symbol),
+                        open_orders=lambda: self.open_orders(account, symbol))  # fmt: skip
         protection = None
         if request.type == "market" and last is not None:
             protection = self.risk.protection_price(request.symbol, request.side, last)
         elif request.type == "stop_market" and request.stop_price is not None:
             protection = self.risk.protection_price(request.symbol, request.side,
                                                     request.stop_price)  # fmt: skip
-        return {
-            "ts": ts, "type": "submit", "order_id": order_id, "account": request.account,
-            "symbol": request.symbol, "side": request.side, "order_type": request.type,
-            "quantity": str(request.quantity), "price": _text(request.price),
-            "stop_price": _text(request.stop_price), "time_in_force": request.time_in_force,
-            "post_only": request.post_only, "reduce_only": request.reduce_only,
-            "client_order_id": request.client_order_id, "protection_price": _text(protection),
-            "reserve_asset": instrument.quote if request.side == "buy" else instrument.base,
-            "reserve_amount": str(self.risk.balances.reservation(order_id)),
-        }  # fmt: skip
+        return _submit_record(
+            request, order_id, ts, instrument, protection, self.risk.balances.reservation(order_id)
+        )
+
+    def _admit_paper(self, request: OrderRequest, order_id: str, ts: int) -> Record:
+        """As ``_admit`` for a ``paper:EXCHANGE`` order; the record carries what it takes."""
+        paper = self.paper.get(request.venue)
+        if paper is None:
+            venues = ", ".join(["internal", *self.paper])
+            raise OrderRejected("unknown_venue", f"venue {request.venue!r} is not one of "
+                                f"{venues}", field="venue")  # fmt: skip
+        _check_choices(request)
+        last = paper.admit(request, ts)
+        instrument = self.instruments[request.symbol]
+        account, symbol = request.account, request.symbol
+        self.risk.check(request, instrument, order_id=order_id, last_price=last,
+                        position=self.position_of(account, symbol),
+                        open_orders=lambda: self.open_orders(account, symbol))  # fmt: skip
+        protection = None
+        if request.type == "market" and last is not None:
+            protection = self.risk.protection_price(request.symbol, request.side, last)
+        walk = paper.walk(request, ts, request.price if protection is None else protection)
+        record = _submit_record(request, order_id, ts, instrument, protection,
+                                self.risk.balances.reservation(order_id))  # fmt: skip
+        record["venue"] = request.venue
+        record["takes"] = [[str(price), str(quantity)] for price, quantity in walk.takes]
+        record["early_close"] = walk.early_close
+        return record
+
+    def _route(self, request: OrderRequest, ts: int) -> str:
+        """The venue a ``best`` market order goes to (see the module docstring)."""
+        if request.type != "market":
+            raise OrderRejected("invalid_venue", "venue best routes market orders only",
+                                field="venue")  # fmt: skip
+        instrument = self.instruments.get(request.symbol)
+        if instrument is None:
+            raise OrderRejected("unknown_symbol", f"symbol {request.symbol} is not traded here",
+                                field="symbol")  # fmt: skip
+        books: dict[str, list[tuple[Decimal, Decimal]]] = {}
+        engine = self._engines.get(request.symbol)
+        if engine is not None:
+            bids, asks = engine.l2()
+            levels = asks if request.side == "buy" else bids
+            books["internal"] = [(instrument.price(p), instrument.quantity(q)) for p, q in levels]
+        for venue, paper in self.paper.items():
+            side = paper.fresh_side(request, ts)
+            if side is not None:
+                books[venue] = list(side)
+        fees = dict.fromkeys(books, instrument.taker_fee)
+        return best_venue(request.side, request.quantity, books, fees)
 
     def _record(self, record: Record) -> Record:
         record = {"seq": self._seq + 1, **record}
@@ -230,6 +306,41 @@ class OrderManager(Venue):
             raise OrderRejected("unknown_order", f"order_id {order_id} is not an order of "
                                 f"{account}", field="order_id")  # fmt: skip
         return live
+
+    def _owned_view(self, account: str, order_id: str) -> Order:
+        view = self.order(order_id)
+        if view is None or view.account != account:
+            raise OrderRejected("unknown_order", f"order_id {order_id} is not an order of "
+                                f"{account}", field="order_id")  # fmt: skip
+        return view
+
+    def _view(self, order_id: str) -> Order:
+        view = self.order(order_id)
+        assert view is not None, order_id
+        return view
+
+
+def _check_choices(request: OrderRequest) -> None:
+    choices = {"side": (request.side, SIDES), "type": (request.type, ORDER_TYPES),
+               "time_in_force": (request.time_in_force, TIMES_IN_FORCE)}  # fmt: skip
+    for name, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise OrderRejected(f"invalid_{name}", f"{name} {value!r} is not one of "
+                                f"{', '.join(allowed)}", field=name)  # fmt: skip
+
+
+def _submit_record(request: OrderRequest, order_id: str, ts: int, instrument: Instrument,
+                   protection: Decimal | None, reserved: Decimal) -> Record:  # fmt: skip
+    return {
+        "ts": ts, "type": "submit", "order_id": order_id, "account": request.account,
+        "symbol": request.symbol, "side": request.side, "order_type": request.type,
+        "quantity": str(request.quantity), "price": _text(request.price),
+        "stop_price": _text(request.stop_price), "time_in_force": request.time_in_force,
+        "post_only": request.post_only, "reduce_only": request.reduce_only,
+        "client_order_id": request.client_order_id, "protection_price": _text(protection),
+        "reserve_asset": instrument.quote if request.side == "buy" else instrument.base,
+        "reserve_amount": str(reserved),
+    }  # fmt: skip
 
 
 def _sign(side: Side) -> int:

@@ -66,6 +66,7 @@ class Order:
     reject_rule: str | None = None
     reject_reason: str | None = None
     close_reason: str | None = None
+    venue: str = "internal"
 
     @property
     def remaining(self) -> Decimal:
@@ -97,6 +98,7 @@ class Order:
             status=status,
             created_ts=ts,
             updated_ts=ts,
+            venue=request.venue,
         )
 
 

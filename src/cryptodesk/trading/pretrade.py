@@ -70,6 +70,11 @@ class OpenOrder(Protocol):
     def remaining(self) -> Decimal: ...
 
 
+OpenOrders = Sequence[OpenOrder] | Callable[[], Sequence[OpenOrder]]
+"""The account's resting orders in the symbol, or how to list them: only an order that
+a ``max_open_orders`` or ``max_position`` limit applies to needs them."""
+
+
 @dataclass(frozen=True, slots=True)
 class RestingOrder:
     """An ``OpenOrder`` as a plain value."""
@@ -121,7 +126,7 @@ class PreTradeRisk:
         order_id: str,
         last_price: Decimal | None,
         position: Decimal,
-        open_orders: Sequence[OpenOrder],
+        open_orders: OpenOrders,
     ) -> None:
         """Accept ``request`` (reserving its funds) or raise ``OrderRejected``.
 
@@ -138,7 +143,7 @@ class PreTradeRisk:
         *,
         last_price: Decimal | None,
         position: Decimal,
-        open_orders: Sequence[OpenOrder],
+        open_orders: OpenOrders,
     ) -> None:
         """Accept an amend that re-prices or grows an order, ``request`` being the order as
         amended and ``open_orders`` the account's other resting orders in the symbol: the
@@ -153,7 +158,7 @@ class PreTradeRisk:
         instrument: Instrument,
         last_price: Decimal | None,
         position: Decimal,
-        open_orders: Sequence[OpenOrder],
+        open_orders: OpenOrders,
     ) -> tuple[str, Decimal]:
         """Every rule but the reservation; what to reserve, ``(asset, amount)``."""
         limits = self.limits(request.symbol)
@@ -260,7 +265,7 @@ def _check_limits(
     notional: Decimal,
     quote: str,
     position: Decimal,
-    open_orders: Sequence[OpenOrder],
+    open_orders: OpenOrders,
 ) -> None:
     most = limits.max_order_quantity
     if most is not None and request.quantity > most:
@@ -278,6 +283,10 @@ def _check_limits(
             field="quantity",
         )
     count = limits.max_open_orders
+    if count is None and limits.max_position is None:
+        return
+    if callable(open_orders):
+        open_orders = open_orders()
     if count is not None and len(open_orders) >= count:
         raise OrderRejected(
             "max_open_orders",

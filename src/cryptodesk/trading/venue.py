@@ -14,6 +14,11 @@ sequence, times the record's ``ts``. Every order change and fill is appended to
 ``updates`` for the service layer to publish (``take_updates``), as
 ``{"event": "order" | "fill", **its fields as JSON values}``.
 
+Orders for ``paper:EXCHANGE`` (one ``PaperVenue`` per exchange named in ``paper``)
+are applied to that venue as they were decided (what they took is in the record;
+resting ones fill by ``paper_fills`` records), sharing the balances, the positions
+(one per account and symbol across venues), the order id and trade id numbering.
+
 Market orders go to the book as IOC (or FOK) limits at the risk engine's
 protection price, so a fill never costs more than was reserved; a stop-market
 order waits as a stop whose triggered order is an IOC at that price, so what
@@ -22,7 +27,7 @@ cannot fill within it expires (reason ``protection_price``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, localcontext
 from typing import Any
@@ -38,6 +43,7 @@ from cryptodesk.trading.order_state import (
     fill_dict,
     order_dict,
 )
+from cryptodesk.trading.paper import PaperVenue, Walk
 from cryptodesk.trading.positions import Position, Positions
 from cryptodesk.trading.pretrade import PreTradeRisk
 
@@ -69,6 +75,8 @@ class Venue(OrderKeeping):
         *,
         self_trade: SelfTrade = "cancel_incoming",
         venue: str = "internal",
+        paper: Sequence[str] = (),
+        paper_max_age_ms: int = 10_000,
     ) -> None:
         self.instruments = dict(instruments)
         self.risk = risk
@@ -87,20 +95,74 @@ class Venue(OrderKeeping):
         self._seq = 0  # of the last record applied
         self._order_seq = 0
         self._trade_seq = 0
+        self.paper = {
+            f"paper:{exchange}": PaperVenue(
+                exchange, self.instruments, balances=risk.balances, positions=self._positions,
+                trade_id=self._next_trade_id, max_age_ms=paper_max_age_ms,
+            )
+            for exchange in paper
+        }  # fmt: skip
 
     # ---- queries ------------------------------------------------------------------------
 
     def orders(self, account: str, *, status: OrderStatus | None = None) -> list[Order]:
-        """The account's orders, oldest first (rejections are not kept)."""
-        views = (live.view for live in self._by_account.get(account, ()))
+        """The account's orders on every venue, oldest first (rejections are not kept)."""
+        views = [live.view for live in self._by_account.get(account, ())]
+        for paper in self.paper.values():
+            views += paper.orders(account)
+        views.sort(key=lambda v: v.order_id)
         return [v for v in views if status is None or v.status == status]
 
+    def order(self, order_id: str) -> Order | None:
+        """The order of that id on any venue."""
+        live = self._orders.get(order_id)
+        if live is not None:
+            return live.view
+        for paper in self.paper.values():
+            found = paper.order(order_id)
+            if found is not None:
+                return found
+        return None
+
+    def known_client_id(self, account: str, client_order_id: str) -> Order | None:
+        """The order ``account`` placed earlier with ``client_order_id``, on any venue."""
+        order_id = self._client_ids.get((account, client_order_id))
+        if order_id is not None:
+            return self._orders[order_id].view
+        for paper in self.paper.values():
+            found = paper.known_client_id(account, client_order_id)
+            if found is not None:
+                return found
+        return None
+
     def fills(self, account: str) -> list[Fill]:
-        return list(self._fills.get(account, ()))
+        fills = list(self._fills.get(account, ()))
+        for paper in self.paper.values():
+            fills += paper.fills(account)
+        return fills
 
     def positions(self, account: str) -> list[Position]:
-        """The account's positions in every symbol it has traded (live objects)."""
-        return [self._positions.get(a, s) for a, s in self._traded if a == account]
+        """The account's positions in every symbol it has traded on any venue (live
+        objects; one per symbol across venues)."""
+        return [self._positions.get(a, s) for a, s in self._traded_keys() if a == account]
+
+    def position_of(self, account: str, symbol: str) -> Decimal:
+        """The account's signed base quantity in ``symbol``, across venues."""
+        key = (account, symbol)
+        traded = key in self._traded or any(key in p.traded for p in self.paper.values())
+        return self._positions.get(*key).quantity if traded else _ZERO
+
+    def take_updates(self) -> list[dict[str, Any]]:
+        updates, self.updates = self.updates, []
+        for paper in self.paper.values():
+            updates += paper.take_updates()
+        return updates
+
+    def _traded_keys(self) -> dict[tuple[str, str], None]:
+        keys = dict(self._traded)
+        for paper in self.paper.values():
+            keys.update(paper.traded)
+        return keys
 
     def book(self, symbol: str) -> MatchingEngine:
         """The matching engine of ``symbol``, to read (an empty one, not kept, if no order
@@ -112,9 +174,17 @@ class Venue(OrderKeeping):
         """Symbols whose book exists."""
         return list(self._engines)
 
-    def open_orders(self, account: str | None = None) -> list[Order]:
-        """Open orders of ``account`` (None: everyone's), oldest first."""
-        views = [live.view for orders in self._open.values() for live in orders.values()]
+    def open_orders(self, account: str | None = None, symbol: str | None = None) -> list[Order]:
+        """Open orders of ``account`` (None: everyone's) on every venue, oldest first."""
+        if account is not None and symbol is not None:  # the risk check's question: fast
+            views = [live.view for live in self._open.get((account, symbol), {}).values()]
+            for paper in self.paper.values():
+                views += paper.open_orders(account, symbol)
+            return sorted(views, key=lambda v: v.order_id) if self.paper else views
+        views = [live.view for orders in self._open.values() for live in orders.values()
+                 if symbol in (None, live.view.symbol)]  # fmt: skip
+        for paper in self.paper.values():
+            views += paper.open_orders(symbol=symbol)
         return sorted((v for v in views if account is None or v.account == account),
                       key=lambda v: v.order_id)  # fmt: skip
 
@@ -130,12 +200,20 @@ class Venue(OrderKeeping):
         """Apply one order-log record (see ``trading/order_log.py``)."""
         self._seq = max(self._seq, int(record["seq"]))
         ts, kind = int(record["ts"]), record["type"]
-        if kind == "submit":
+        venue = record.get("venue", "internal")
+        if kind == "submit" and venue != "internal":
+            self._apply_paper_submit(record, ts)
+        elif kind == "submit":
             self._apply_submit(record, ts)
+        elif kind == "cancel" and venue != "internal":
+            self.paper[venue].apply_cancel(record["order_id"], ts)
         elif kind == "cancel":
             live = self._orders[record["order_id"]]
             self._engines[live.view.symbol].cancel(live.oid, "client")
             self._drain(live.view.symbol, ts)
+        elif kind == "paper_fills":
+            fills = [(order_id, Decimal(price)) for order_id, price in record["fills"]]
+            self.paper[venue].apply_fills(fills, ts)
         elif kind == "amend":
             self._apply_amend(record, ts)
         elif kind == "deposit":
@@ -144,6 +222,9 @@ class Venue(OrderKeeping):
         elif kind == "kill":
             self.risk.kill(record["account"])
             for view in self.open_orders(record["account"]):
+                if view.venue != "internal":
+                    self.paper[view.venue].apply_cancel(view.order_id, ts, "kill_switch")
+                    continue
                 live = self._orders[view.order_id]
                 self._engines[view.symbol].cancel(live.oid, "kill_switch")
                 self._drain(view.symbol, ts)
@@ -152,14 +233,16 @@ class Venue(OrderKeeping):
         else:
             raise ValueError(f"order log record {record['seq']} has unknown type {kind!r}")
 
+    def _apply_paper_submit(self, record: Record, ts: int) -> None:
+        order_id = record["order_id"]
+        self._order_seq = max(self._order_seq, int(order_id[1:]))
+        takes = [(Decimal(price), Decimal(quantity)) for price, quantity in record["takes"]]
+        reserve = (record["reserve_asset"], Decimal(record["reserve_amount"]))
+        walk = Walk(takes, record["early_close"])
+        self.paper[record["venue"]].apply_submit(_request(record), order_id, ts, walk, reserve)
+
     def _apply_submit(self, record: Record, ts: int) -> None:
-        request = OrderRequest(
-            account=record["account"], symbol=record["symbol"], side=record["side"],
-            type=record["order_type"], quantity=Decimal(record["quantity"]),
-            price=_decimal(record["price"]), stop_price=_decimal(record["stop_price"]),
-            time_in_force=record["time_in_force"], post_only=record["post_only"],
-            reduce_only=record["reduce_only"], client_order_id=record["client_order_id"],
-        )  # fmt: skip
+        request = _request(record)
         instrument = self.instruments[request.symbol]
         lots, ticks, stop = instrument.validate(request)
         order_id = record["order_id"]
@@ -244,8 +327,7 @@ class Venue(OrderKeeping):
         maker, taker = self._by_oid[maker_oid], self._by_oid[taker_oid]
         instrument = taker.instrument
         price, quantity = instrument.price(price_ticks), instrument.quantity(lots)
-        self._trade_seq += 1
-        trade_id = f"T{self._trade_seq:010d}"
+        trade_id = self._next_trade_id()
         with localcontext(EXACT):
             notional = price * quantity
             sides: list[tuple[Live, Liquidity, Decimal]] = [
@@ -291,6 +373,10 @@ class Venue(OrderKeeping):
 
     # ---- helpers ------------------------------------------------------------------------
 
+    def _next_trade_id(self) -> str:
+        self._trade_seq += 1
+        return f"T{self._trade_seq:010d}"
+
     def need(self, live: Live, lots: int, price: Decimal | None = None) -> Decimal:
         """What ``lots`` more of the order hold: base for a sell, quote with the fee for a
         buy (at its limit price, or its protection price)."""
@@ -312,6 +398,18 @@ def _cap(instrument: Instrument, side: int, protection: Decimal) -> int:
         ticks = protection / instrument.tick_size
         rounded = ticks.to_integral_value(ROUND_FLOOR if side == BUY else ROUND_CEILING)
     return max(1, int(rounded))
+
+
+def _request(record: Record) -> OrderRequest:
+    """The order a ``submit`` record placed."""
+    return OrderRequest(
+        account=record["account"], symbol=record["symbol"], side=record["side"],
+        type=record["order_type"], quantity=Decimal(record["quantity"]),
+        price=_decimal(record["price"]), stop_price=_decimal(record["stop_price"]),
+        time_in_force=record["time_in_force"], post_only=record["post_only"],
+        reduce_only=record["reduce_only"], client_order_id=record["client_order_id"],
+        venue=record.get("venue", "internal"),
+    )  # fmt: skip
 
 
 def _decimal(value: str | None) -> Decimal | None:

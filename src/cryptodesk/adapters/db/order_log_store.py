@@ -88,3 +88,12 @@ class SqlOrderLog:
         except _DB_ERRORS as exc:
             raise storage_error(exc, self._engine.url) from exc
         return 0 if found is None else int(found)
+
+    async def tenants(self) -> list[str]:
+        """Every tenant with an order log, sorted."""
+        stmt = select(order_log.c.tenant_id).distinct().order_by(order_log.c.tenant_id)
+        try:
+            async with self._engine.connect() as conn:
+                return list((await conn.execute(stmt)).scalars().all())
+        except _DB_ERRORS as exc:
+            raise storage_error(exc, self._engine.url) from exc

@@ -1,4 +1,6 @@
-"""``/api/v1`` orders on the internal paper venue of the requesting tenant.
+"""``/api/v1`` orders of the requesting tenant, on the internal venue (its own
+matching engine) or a paper venue ``paper:EXCHANGE`` (fills against that
+exchange's live book), chosen per order by ``venue``.
 
 - ``POST /orders`` (201; 200 when ``client_order_id`` names an order placed
   before), ``GET /orders/{id}``, ``PATCH /orders/{id}`` (price and/or
@@ -59,6 +61,7 @@ ORDER: dict[str, Any] = {
     "updated_ts": 1714564800000, "created_at": "2024-05-01T12:00:00.000Z",
     "updated_at": "2024-05-01T12:00:00.000Z", "filled": "0.2", "average_price": "59990",
     "fees": "11.998", "reject_rule": None, "reject_reason": None, "close_reason": None,
+    "venue": "internal",
 }  # fmt: skip
 FILL: dict[str, Any] = {
     "trade_id": "T0000000001", "order_id": "O0000000002", "account": "paper",
@@ -98,6 +101,12 @@ class OrderIn(BaseModel):
     post_only: bool = False
     reduce_only: bool = False
     client_order_id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    venue: Annotated[str, Field(
+        pattern=r"^(internal|best|paper:[a-z0-9][a-z0-9_.-]{0,31})$",
+        description="internal (the tenant's matching engine), paper:EXCHANGE (fills "
+        "against that exchange's live book; limit and market orders, no amend), or best "
+        "(a market order routed to the venue with the best price net of taker fees).",
+    )] = "internal"  # fmt: skip
 
     def request(self) -> OrderRequest:
         return OrderRequest(
@@ -105,6 +114,7 @@ class OrderIn(BaseModel):
             price=_decimal(self.price), stop_price=_decimal(self.stop_price),
             time_in_force=self.time_in_force, post_only=self.post_only,
             reduce_only=self.reduce_only, client_order_id=self.client_order_id,
+            venue=self.venue,
         )  # fmt: skip
 
 
@@ -159,6 +169,7 @@ class OrderOut(BaseModel):
     reject_rule: str | None
     reject_reason: str | None
     close_reason: str | None
+    venue: str
 
     @classmethod
     def of(cls, order: Order) -> OrderOut:

@@ -33,14 +33,8 @@ from cryptodesk.domain.auth import AuthenticationError, Permission, Principal
 from cryptodesk.domain.market import Candle, OrderBook, Ticker, Trade
 from cryptodesk.domain.signals import Signal
 from cryptodesk.domain.timeutil import now_ms, to_iso
-from cryptodesk.services.ws_hub import (
-    CLOSE_UNAUTHORIZED,
-    ChannelError,
-    ChannelSpec,
-    WsClient,
-    WsHub,
-    to_json,
-)
+from cryptodesk.services.ws_channels import INTERNAL_BOOK, ChannelError, ChannelSpec
+from cryptodesk.services.ws_hub import CLOSE_UNAUTHORIZED, WsClient, WsHub, to_json
 
 log = structlog.get_logger(__name__)
 
@@ -51,11 +45,13 @@ CLOSE_TRY_AGAIN: Final = 1013  # the credential store did not answer
 MAX_MESSAGE_CHARS: Final = 65_536
 MAX_SUBSCRIPTIONS: Final = 100
 # Tenant channels are scoped to the caller's tenant and need these permissions;
-# alerts come from signal and price rules, so reading them is signals:read.
+# alerts come from signal and price rules, so reading them is signals:read; the
+# internal venue's books show the tenant's resting orders, so they are orders:read.
 TENANT_PERMISSIONS: Final[dict[str, Permission]] = {
     "portfolio": "portfolio:read",
     "orders": "orders:read",
     "alerts": "signals:read",
+    INTERNAL_BOOK: "orders:read",
 }
 
 Authenticate = Callable[[str], Awaitable[Principal]]
