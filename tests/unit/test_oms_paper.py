@@ -251,3 +251,19 @@ def test_a_best_market_order_goes_to_the_venue_with_the_best_net_price() -> None
     desk.now = 10_000  # the paper book is stale: only the internal book is a candidate
     assert desk.submit("a", "buy", "0.5", venue="best").venue == "internal"
     assert desk.state(desk.replayed()) == desk.state(desk.oms)
+
+
+def test_order_and_fill_dicts_carry_every_field_as_json_values() -> None:
+    from dataclasses import fields
+
+    from cryptodesk.domain.orders import Fill
+    from cryptodesk.trading.order_state import fill_dict
+
+    desk = Desk()
+    order = desk.submit("a", "buy", "1.2")
+    (fill, _) = desk.oms.fills("a")
+    assert list(order_dict(order)) == [f.name for f in fields(Order)]
+    assert list(fill_dict(fill)) == [f.name for f in fields(Fill)]
+    assert order_dict(order)["average_price"] == str(order.average_price)
+    assert (order_dict(order)["price"], order_dict(order)["quantity"]) == (None, "1.2")
+    assert fill_dict(fill)["fee"] == "0.05000"  # 0.1 % of 50.0, exact

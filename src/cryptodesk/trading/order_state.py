@@ -15,7 +15,7 @@ says why an order was cancelled or expired (``client``, ``self_trade``,
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from decimal import Decimal, localcontext
 from typing import Any, Final, Protocol
 
@@ -108,24 +108,36 @@ def check_transition(order: Order, status: OrderStatus) -> None:
         raise ValueError(f"order {order.order_id} cannot go from {order.status} to {status}")
 
 
-_ORDER_FIELDS: Final = tuple(f.name for f in fields(Order))
-_FILL_FIELDS: Final = tuple(f.name for f in fields(Fill))
-
-
 def order_dict(order: Order) -> dict[str, Any]:
-    """The order as JSON-able values (decimals as strings). Field by field, not
-    ``dataclasses.asdict``: that deep-copies every value, and an update is made for
-    every order change."""
-    return {key: _plain(getattr(order, key)) for key in _ORDER_FIELDS}
+    """The order as JSON-able values (decimals as strings). Spelled out field by field:
+    an update is made for every order change, and this is twice as fast as a loop over
+    ``dataclasses.fields`` (a test checks every field is here)."""
+    o = order
+    return {
+        "order_id": o.order_id, "client_order_id": o.client_order_id, "account": o.account,
+        "symbol": o.symbol, "side": o.side, "type": o.type, "time_in_force": o.time_in_force,
+        "post_only": o.post_only, "reduce_only": o.reduce_only, "price": _text(o.price),
+        "stop_price": _text(o.stop_price), "quantity": str(o.quantity), "status": o.status,
+        "created_ts": o.created_ts, "updated_ts": o.updated_ts, "filled": str(o.filled),
+        "average_price": _text(o.average_price), "fees": str(o.fees),
+        "reject_rule": o.reject_rule, "reject_reason": o.reject_reason,
+        "close_reason": o.close_reason, "venue": o.venue,
+    }  # fmt: skip
 
 
 def fill_dict(fill: Fill) -> dict[str, Any]:
     """The fill as JSON-able values (decimals as strings)."""
-    return {key: _plain(getattr(fill, key)) for key in _FILL_FIELDS}
+    f = fill
+    return {
+        "trade_id": f.trade_id, "order_id": f.order_id, "account": f.account,
+        "symbol": f.symbol, "side": f.side, "price": str(f.price), "quantity": str(f.quantity),
+        "fee": str(f.fee), "fee_asset": f.fee_asset, "liquidity": f.liquidity, "ts": f.ts,
+        "venue": f.venue,
+    }  # fmt: skip
 
 
-def _plain(value: Any) -> Any:
-    return str(value) if type(value) is Decimal else value
+def _text(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
 
 
 class HasView(Protocol):

@@ -230,6 +230,8 @@ class Venue(OrderKeeping):
                 self._drain(view.symbol, ts)
         elif kind == "revive":
             self.risk.revive(record["account"])
+        elif kind.startswith("live_"):
+            pass  # the live venue's own records (its state is kept beside the manager)
         else:
             raise ValueError(f"order log record {record['seq']} has unknown type {kind!r}")
 
