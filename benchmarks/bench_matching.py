@@ -24,7 +24,9 @@ Cases: ``pyorderbook_1m``, ``liquibook_1m``, ``engine_1m`` (operations/s);
 the faster reference's seconds / the engine's); ``engine_latency`` (p99 µs of
 each call, timed with ``perf_counter_ns``, garbage collector as in production);
 ``engine_memory_100k`` (MB the engine holds for 100,000 resting orders, measured
-in a fresh child process). The full path (pre-trade risk + OMS in front of the
+in a fresh child process); ``driver_floor_1m`` (the driver loop over a book that
+does nothing: the floor under every Python-driven case, and what is left per
+operation for a book to run at 3x liquibook). The full path (pre-trade risk + OMS in front of the
 engine) plugs in through ``run_engine``: see ``cases()``.
 
     python -m benchmarks.bench_matching
@@ -224,6 +226,49 @@ def engine_1m() -> Result:
     return result
 
 
+class _NoBook:
+    """An ``OrderEntry`` that does nothing: what the driver loop alone costs."""
+
+    def limit(self, *args: Any) -> None:
+        return None
+
+    def market(self, *args: Any) -> None:
+        return None
+
+    def cancel(self, oid: int) -> bool:
+        return True
+
+    def take_events(self) -> list[Any]:
+        return []
+
+
+def driver_floor_1m() -> Result:
+    """The same driver loop over a book that does nothing: the floor under every
+    Python-driven case. ``engine_budget_ns`` is what is left per operation for a book
+    to reach 3x liquibook's time from this process's latest liquibook run."""
+    flow, _ = _flow()
+    entry: Any = _NoBook()
+    limit, market, cancel, take = entry.limit, entry.market, entry.cancel, entry.take_events
+    buyer, seller = ACCOUNTS[BUY], ACCOUNTS[SELL]
+    began = time.perf_counter()
+    for start in range(0, len(flow), EVENT_BATCH):  # the loop of run_engine, verbatim
+        for op, oid, side, price, qty in flow[start : start + EVENT_BATCH]:
+            if op == LIMIT:
+                limit(oid, buyer if side == BUY else seller, side, price, qty)
+            elif op == CANCEL:
+                cancel(oid)
+            else:
+                market(oid, buyer if side == BUY else seller, side, qty)
+        take()
+    seconds = time.perf_counter() - began
+    result: Result = {"value": len(flow) / seconds, "unit": "operations/s",
+                      "ns_per_op": round(seconds / len(flow) * 1e9)}  # fmt: skip
+    if "liquibook" in _last:
+        budget = (_last["liquibook"] / 3 - seconds) / len(flow) * 1e9
+        result["engine_budget_ns"] = round(budget)
+    return result
+
+
 def engine_vs_fastest_reference() -> Result:
     flow, want = _flow()
     seconds = {}
@@ -361,6 +406,7 @@ def cases() -> dict[str, Callable[[], Result]]:
         "engine_vs_fastest_reference": engine_vs_fastest_reference,
         "engine_latency": engine_latency,
         "engine_memory_100k": engine_memory_100k,
+        "driver_floor_1m": driver_floor_1m,
     }
 
 
