@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
 
 from cryptodesk.domain.orders import Fill
-from cryptodesk.domain.symbol import Symbol
 from cryptodesk.trading.instruments import EXACT
 
 _ZERO = Decimal(0)
@@ -116,15 +115,15 @@ class Positions:
         if key in self._seen:
             return False
         self._seen.add(key)
-        symbol = Symbol.parse(fill.symbol)
+        base, _, quote = fill.symbol.partition("/")  # a fill's symbol is a valid BASE/QUOTE
         position = self.get(fill.account, fill.symbol)
         with localcontext(EXACT):
             delta = fill.quantity if fill.side == "buy" else -fill.quantity
             fee = fill.fee if fill.fee_asset else _ZERO
-            if fee and fill.fee_asset == symbol.base:
+            if fee and fill.fee_asset == base:
                 delta -= fee
                 position.fees += fee * fill.price
-            elif fee and fill.fee_asset == symbol.quote:
+            elif fee and fill.fee_asset == quote:
                 position.fees += fee
             elif fee:
                 held = position.other_fees.get(fill.fee_asset, _ZERO)

@@ -246,7 +246,10 @@ class Venue(OrderKeeping):
     def _apply_submit(self, record: Record, ts: int) -> None:
         request = _request(record)
         instrument = self.instruments[request.symbol]
-        lots, ticks, stop = instrument.validate(request)
+        # Validated when it was decided: only the grid conversions are needed here.
+        lots = instrument.to_lots(request.quantity)
+        ticks = None if request.price is None else instrument.to_ticks(request.price)
+        stop = None if request.stop_price is None else instrument.to_ticks(request.stop_price)
         order_id = record["order_id"]
         balances = self.risk.balances
         if not balances.reservation(order_id):  # replaying: risk.check reserved it live
