@@ -23,13 +23,17 @@ requested action." / "Duplicate order sent." (a client order id of an open
 order), -2011 "Unknown order sent." (cancel), -2013 "Order does not exist."
 Commission is ``fee_rate`` of what the account receives, in that asset
 (base for a buy, quote for a sell), as Binance charges without BNB.
+
+Every change of an order (new, each trade, cancel, expiry) is told to the
+``listeners`` as it happens, in order: the user data stream
+(``binance_user_stream.py``) turns each into an ``executionReport``.
 """
 
 from __future__ import annotations
 
 import hmac
 from decimal import ROUND_DOWN, Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -48,6 +52,16 @@ def _fmt(value: Decimal) -> str:
     return f"{value:.8f}"
 
 
+class ExecutionListener(Protocol):
+    """Told of each execution: the order as it is now, Binance's execution type
+    (NEW, TRADE, CANCELED, EXPIRED), the trade (``myTrades`` format) for a TRADE,
+    and for a CANCELED the cancel request's own client order id."""
+
+    def __call__(self, order: dict[str, Any], execution: str, *,
+                 trade: dict[str, Any] | None = None, client_id: str | None = None,
+                 ) -> None: ...  # fmt: skip
+
+
 class FakeBinanceOrders:
     def __init__(self, account: FakeBinanceAccount, *, fee_rate: str = "0.001") -> None:
         self.account = account
@@ -56,6 +70,7 @@ class FakeBinanceOrders:
         self.orders: dict[int, dict[str, Any]] = {}  # orderId -> Binance's order fields
         self._next_order_id = 4_000_000
         self._next_cancel = 0
+        self.listeners: list[ExecutionListener] = []
         s = self.exchange.server
         s.route("POST", "/api/v3/order", self._signed(self._new_order))
         s.route("GET", "/api/v3/order", self._signed(self._query_order))
@@ -145,6 +160,7 @@ class FakeBinanceOrders:
             "origQuoteOrderQty": _fmt(_ZERO), "selfTradePreventionMode": "NONE",
         }  # fmt: skip
         self.orders[order["orderId"]] = order
+        self._tell(order, "NEW")
         fills: list[dict[str, Any]] = []
         if kind == "MARKET":
             left = qty
@@ -162,6 +178,7 @@ class FakeBinanceOrders:
                     break
             if left > 0:
                 order["status"] = "EXPIRED"
+                self._tell(order, "EXPIRED")
         else:
             self._lock(need_asset, need)
         query_only = ("time", "updateTime", "isWorking", "stopPrice", "icebergQty")
@@ -200,6 +217,7 @@ class FakeBinanceOrders:
         body = {k: order[k] for k in keys}
         body.update(origClientOrderId=order["clientOrderId"], transactTime=self.exchange.now,
                     clientOrderId=f"cancel{self._next_cancel:06d}")  # fmt: skip
+        self._tell(order, "CANCELED", client_id=body["clientOrderId"])
         return web.json_response(body)
 
     async def _open_orders(self, request: web.Request) -> web.StreamResponse:
@@ -229,7 +247,14 @@ class FakeBinanceOrders:
         quote = Decimal(order["cummulativeQuoteQty"]) + Decimal(trade["quoteQty"])
         order["cummulativeQuoteQty"] = _fmt(quote)
         order["status"] = "FILLED" if executed == Decimal(order["origQty"]) else "PARTIALLY_FILLED"
+        self._tell(order, "TRADE", trade=trade)
         return trade
+
+    def _tell(self, order: dict[str, Any], execution: str, *,
+              trade: dict[str, Any] | None = None, client_id: str | None = None,
+              ) -> None:  # fmt: skip
+        for listener in self.listeners:
+            listener(order, execution, trade=trade, client_id=client_id)
 
     def _lock(self, asset: str, amount: Decimal) -> None:
         balance = self.account.balances.setdefault(asset, [_ZERO, _ZERO])

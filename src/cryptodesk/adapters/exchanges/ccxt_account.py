@@ -25,6 +25,7 @@ from decimal import Decimal
 from typing import Any, Final, Literal, Protocol, TypeVar
 
 import ccxt.async_support as ccxt_async  # type: ignore[import-untyped]
+import ccxt.pro as ccxt_pro  # type: ignore[import-untyped]
 import structlog
 
 from cryptodesk.adapters.exchanges.base import UnknownExchangeError
@@ -106,9 +107,10 @@ def exact(raw: object, fallback: object, *, what: str) -> Decimal | None:
 
 class PrivateCcxt:
     """A ccxt async client of one exchange account: credentials, our per-exchange
-    options, a logger that never prints a secret, ``http_url`` (tests point it at
-    fakes) and the call ``guard`` (an ``ExchangeGuard``, or a factory taking the ccxt
-    exchange, whose guard is then closed with the client)."""
+    options, a logger that never prints a secret, ``http_url`` / ``ws_url`` (tests
+    point them at fakes) and the call ``guard`` (an ``ExchangeGuard``, or a factory
+    taking the ccxt exchange, whose guard is then closed with the client). ``pro``
+    makes it a ccxt.pro client (websockets as well as REST)."""
 
     def __init__(
         self,
@@ -119,8 +121,11 @@ class PrivateCcxt:
         config: dict[str, Any] | None,
         guard: CallGuard | Callable[[Any], CallGuard] | None,
         options: dict[str, Any] | None = None,
+        ws_url: str | None = None,
+        pro: bool = False,
     ) -> None:
-        if exchange_id not in ccxt_async.exchanges:
+        module = ccxt_pro if pro else ccxt_async
+        if exchange_id not in module.exchanges:
             raise UnknownExchangeError(f"unknown exchange {exchange_id!r}: ccxt has no such id")
         settings: dict[str, Any] = {"enableRateLimit": True, "timeout": 10_000, **(config or {})}
         settings["options"] = {**OPTIONS.get(exchange_id, {}), **(options or {}),
@@ -133,9 +138,10 @@ class PrivateCcxt:
             settings["uid"] = uid
         hidden = (credentials.api_key, credentials.secret, credentials.password, uid)
         settings["logger"] = RedactingLogger(logging.getLogger("ccxt.base.exchange"), hidden)
-        self._exchange: Any = getattr(ccxt_async, exchange_id)(settings)
-        if http_url:
-            self._exchange.urls["api"] = rebase(self._exchange.urls["api"], {"http": http_url})
+        self._exchange: Any = getattr(module, exchange_id)(settings)
+        bases = {k: url for k, url in (("http", http_url), ("ws", ws_url)) if url}
+        if bases:
+            self._exchange.urls["api"] = rebase(self._exchange.urls["api"], bases)
         self.exchange_id = exchange_id
         self._owns_guard = guard is not None and not isinstance(guard, CallGuard)
         self._guard: CallGuard | None = None

@@ -218,41 +218,62 @@ class CcxtOrders(PrivateCcxt):
 
     # -- mapping ----------------------------------------------------------------------
     def _order(self, raw: dict[str, Any]) -> ExchangeOrder:
-        info = raw.get("info") or {}
-        keys = RAW_ORDER.get(self.exchange_id, ("", "", "", ""))
-        what = f"{self.exchange_id} order {raw.get('id')}"
-        quantity = exact(info.get(keys[0]), raw.get("amount"), what=f"{what} amount") or _ZERO
-        filled = exact(info.get(keys[1]), raw.get("filled"), what=f"{what} filled") or _ZERO
-        price = exact(info.get(keys[2]), raw.get("price"), what=f"{what} price")
-        cost = exact(info.get(keys[3]), raw.get("cost"), what=f"{what} cost")
-        average = exact(None, raw.get("average"), what=f"{what} average")
-        if cost is not None and filled > _ZERO:
-            average = cost / filled
-        original = info.get(ORIGINAL_CLIENT_ID.get(self.exchange_id, ""))
-        ts = int(raw.get("timestamp") or raw.get("lastUpdateTimestamp") or 0)
-        order_id = str(raw["id"])
-        return ExchangeOrder(
-            id=order_id, client_order_id=original or raw.get("clientOrderId"),
-            symbol=raw["symbol"], side=raw["side"], type=str(raw.get("type")),
-            status=order_status(raw.get("status"), filled), quantity=quantity, filled=filled,
-            price=price if price else None, average_price=average if filled else None, ts=ts,
-            fills=tuple(self._fill({**t, "symbol": t.get("symbol") or raw["symbol"],
-                                               "side": t.get("side") or raw["side"]},
-                                   order_id=order_id, ts=ts) for t in raw.get("trades") or ()),
-        )  # fmt: skip
+        return map_order(raw, exchange_id=self.exchange_id, venue=self.venue, account=self.account)
 
     def _fill(self, trade: dict[str, Any], *, order_id: str, ts: int | None) -> Fill:
-        info = trade.get("info") or {}
-        keys = RAW_FILL.get(self.exchange_id, ("", "", ""))
-        what = f"{self.exchange_id} trade {trade.get('id')}"
-        fee = trade.get("fee") or {}
-        fee_amount = exact(info.get(keys[2]), fee.get("cost"), what=f"{what} fee")
-        return Fill(
-            trade_id=str(trade["id"]), order_id=order_id, account=self.account,
-            symbol=trade.get("symbol") or "", side=trade.get("side") or "buy",
-            price=exact(info.get(keys[0]), trade.get("price"), what=f"{what} price") or _ZERO,
-            quantity=exact(info.get(keys[1]), trade.get("amount"), what=f"{what} amount") or _ZERO,
-            fee=fee_amount or _ZERO, fee_asset=str(fee.get("currency") or ""),
-            liquidity="maker" if trade.get("takerOrMaker") == "maker" else "taker",
-            ts=int(trade.get("timestamp") or ts or 0), venue=self.venue,
-        )  # fmt: skip
+        return map_fill(trade, exchange_id=self.exchange_id, venue=self.venue,
+                        account=self.account, order_id=order_id, ts=ts)  # fmt: skip
+
+
+def map_order(
+    raw: dict[str, Any], *, exchange_id: str, venue: str, account: str,
+    order_keys: dict[str, tuple[str, str, str, str]] = RAW_ORDER,
+    fill_keys: dict[str, tuple[str, str, str]] = RAW_FILL,
+) -> ExchangeOrder:  # fmt: skip
+    """A ccxt order as ours. ``order_keys`` / ``fill_keys`` name the exchange's exact
+    text in ``info`` (REST by default; the websocket's events name it differently)."""
+    info = raw.get("info") or {}
+    keys = order_keys.get(exchange_id, ("", "", "", ""))
+    what = f"{exchange_id} order {raw.get('id')}"
+    quantity = exact(info.get(keys[0]), raw.get("amount"), what=f"{what} amount") or _ZERO
+    filled = exact(info.get(keys[1]), raw.get("filled"), what=f"{what} filled") or _ZERO
+    price = exact(info.get(keys[2]), raw.get("price"), what=f"{what} price")
+    cost = exact(info.get(keys[3]), raw.get("cost"), what=f"{what} cost")
+    average = exact(None, raw.get("average"), what=f"{what} average")
+    if cost is not None and filled > _ZERO:
+        average = cost / filled
+    original = info.get(ORIGINAL_CLIENT_ID.get(exchange_id, ""))
+    ts = int(raw.get("timestamp") or raw.get("lastUpdateTimestamp") or 0)
+    order_id = str(raw["id"])
+    return ExchangeOrder(
+        id=order_id, client_order_id=original or raw.get("clientOrderId"),
+        symbol=raw["symbol"], side=raw["side"], type=str(raw.get("type")),
+        status=order_status(raw.get("status"), filled), quantity=quantity, filled=filled,
+        price=price if price else None, average_price=average if filled else None, ts=ts,
+        fills=tuple(map_fill({**t, "symbol": t.get("symbol") or raw["symbol"],
+                                   "side": t.get("side") or raw["side"]},
+                             exchange_id=exchange_id, venue=venue, account=account,
+                             order_id=order_id, ts=ts, keys=fill_keys)
+                    for t in raw.get("trades") or ()),
+    )  # fmt: skip
+
+
+def map_fill(
+    trade: dict[str, Any], *, exchange_id: str, venue: str, account: str, order_id: str,
+    ts: int | None, keys: dict[str, tuple[str, str, str]] = RAW_FILL,
+) -> Fill:  # fmt: skip
+    """A ccxt trade of ours as a ``Fill`` of ``order_id`` (the exchange's order id)."""
+    info = trade.get("info") or {}
+    price_key, qty_key, fee_key = keys.get(exchange_id, ("", "", ""))
+    what = f"{exchange_id} trade {trade.get('id')}"
+    fee = trade.get("fee") or {}
+    fee_amount = exact(info.get(fee_key), fee.get("cost"), what=f"{what} fee")
+    return Fill(
+        trade_id=str(trade["id"]), order_id=order_id, account=account,
+        symbol=trade.get("symbol") or "", side=trade.get("side") or "buy",
+        price=exact(info.get(price_key), trade.get("price"), what=f"{what} price") or _ZERO,
+        quantity=exact(info.get(qty_key), trade.get("amount"), what=f"{what} amount") or _ZERO,
+        fee=fee_amount or _ZERO, fee_asset=str(fee.get("currency") or ""),
+        liquidity="maker" if trade.get("takerOrMaker") == "maker" else "taker",
+        ts=int(trade.get("timestamp") or ts or 0), venue=venue,
+    )  # fmt: skip
