@@ -1,4 +1,6 @@
-"""``cryptodesk orders ...``: the internal paper venue's orders from the shell.
+"""``cryptodesk orders ...``: orders from the shell, on the internal paper venue, a
+paper venue ``paper:EXCHANGE`` or a live venue ``live:EXCHANGE`` (the tenant's
+ledger account ``--account`` on that exchange).
 
 The commands run the order service the API runs (``trading_wiring.order_service``)
 on the configured database: each command catches up with the stored order log
@@ -30,22 +32,27 @@ if TYPE_CHECKING:
     from cryptodesk.trading.positions import Position
 
 T = TypeVar("T")
-orders_app = typer.Typer(help="Orders on the internal paper venue.", no_args_is_help=True)
+orders_app = typer.Typer(help="Orders on the internal, paper and live venues.",
+                         no_args_is_help=True)  # fmt: skip
 
 # The same shapes the API accepts (api/routes/orders.py).
 _MONEY: Final = re.compile(r"[0-9]{1,20}(\.[0-9]{1,18})?")
 _ACCOUNT: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _SYMBOL: Final = re.compile(r"[A-Z0-9]{1,16}/[A-Z0-9]{1,16}")
-_VENUE: Final = re.compile(r"internal|best|paper:[a-z0-9][a-z0-9_.-]{0,31}")
+_VENUE: Final = re.compile(r"internal|best|(paper|live):[a-z0-9][a-z0-9_.-]{0,31}")
 _ASSET: Final = re.compile(r"[A-Z0-9]{1,16}")
 _STATUSES: Final[tuple[str, ...]] = get_args(OrderStatus)
 _PRICED: Final = ("limit", "stop_limit")
 _STOPS: Final = ("stop_market", "stop_limit")
 
 TenantOpt = Annotated[str, typer.Option("--tenant", help="Tenant id.")]
-AccountOpt = Annotated[str, typer.Option("--account", help="Paper account.")]
+AccountOpt = Annotated[
+    str, typer.Option("--account", help="Paper account, or the ledger account of a live order.")
+]
 AccountFilter = Annotated[str | None, typer.Option("--account", help="Only this account.")]
-OrderIdArg = Annotated[str, typer.Argument(metavar="ORDER_ID", help="The order's id (O...).")]
+OrderIdArg = Annotated[
+    str, typer.Argument(metavar="ORDER_ID", help="The order's id (O..., or L... if live).")
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -107,9 +114,11 @@ def _with_service(work: Callable[[OrderService], Awaitable[T]]) -> T:
     async def run() -> T:
         engine = await migrated_engine(settings)
         cache = make_cache(settings)  # the circuit breakers' states, as the API reads them
+        service = order_service(settings, engine, cache, None)
         try:
-            return await work(order_service(settings, engine, cache, None))
+            return await work(service)
         finally:
+            await service.close()  # waits for a live reconcile this run started
             await cache.close()
             await engine.dispose()
 
@@ -159,12 +168,17 @@ def place(
         str | None, typer.Option("--client-id", help="Your id; placing it again is a no-op.")
     ] = None,
     venue: Annotated[
-        str, typer.Option("--venue", help="internal, paper:EXCHANGE (its live book) or best.")
+        str,
+        typer.Option(
+            "--venue",
+            help="internal, paper:EXCHANGE (its live book), "
+            "live:EXCHANGE (a real order on the ledger account) or best.",
+        ),
     ] = "internal",
 ) -> None:
     """Place an order; prints it as JSON (a rejection exits 2 naming its rule)."""
     name = _tenant(tenant)
-    _matching("--venue", venue, _VENUE, "internal, best or paper:EXCHANGE")
+    _matching("--venue", venue, _VENUE, "internal, best, paper:EXCHANGE or live:EXCHANGE")
     kind = _choice("--type", order_type, ORDER_TYPES)
     if kind in _PRICED and price is None:
         fail(f"--price is required for a {kind} order")

@@ -1,10 +1,11 @@
-"""The order services built from Settings: the internal venue's order service, its
-``/api/v1`` routes (orders, fills, positions, kill switch, paper deposits) and the
-books the WebSocket ``book:internal:SYMBOL`` channels serve."""
+"""The order services built from Settings: the order service (internal, paper and live
+venues), its ``/api/v1`` routes (orders, fills, positions, kill switch, paper
+deposits) and the books the WebSocket ``book:internal:SYMBOL`` channels serve."""
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -16,15 +17,19 @@ from cryptodesk.adapters.cache.base import Cache
 from cryptodesk.config import Settings
 
 if TYPE_CHECKING:
+    from cryptodesk.services.live_orders import Gateway, LiveOrders
     from cryptodesk.services.order_service import OrderService, UpdateHook
     from cryptodesk.services.ws_channels import InternalBooks
 
 
-def order_service(s: Settings, engine: AsyncEngine, cache: Cache, bus: Bus | None) -> OrderService:
-    """The internal venue's orders; the log is written on the primary ``engine``. Order
+def order_service(
+    s: Settings, engine: AsyncEngine, cache: Cache, bus: Bus | None, *, live: bool = True
+) -> OrderService:
+    """The tenants' orders; the log is written on the primary ``engine``. Order
     changes and fills reach the tenant's WebSocket ``orders`` subscribers in every API
     process through the bus, and so do the books they changed (``book:internal:SYM``);
-    with ``bus`` None they are not published (as from the command line)."""
+    with ``bus`` None they are not published (as from the command line). ``live``: with
+    the live venues (``live_orders``)."""
     from cryptodesk.adapters.db.order_log_store import SqlOrderLog
     from cryptodesk.services.circuit_breakers import BreakerStates
     from cryptodesk.services.order_service import OrderService, default_instruments, halted_by
@@ -34,10 +39,46 @@ def order_service(s: Settings, engine: AsyncEngine, cache: Cache, bus: Bus | Non
     service = OrderService(SqlOrderLog(engine), default_instruments(s.symbols),
                            halted=halted_by(breakers, s.exchanges),
                            paper=s.paper_venue_exchanges(), books=cached_books(cache),
-                           paper_max_age_ms=s.paper_book_max_age_ms)  # fmt: skip
+                           paper_max_age_ms=s.paper_book_max_age_ms,
+                           live=live_orders(s, engine, cache) if live else None)  # fmt: skip
     if bus is not None:
         service.on_updates = _publisher(bus, service, s.websocket_book_depth)
     return service
+
+
+def live_orders(s: Settings, engine: AsyncEngine, cache: Cache) -> LiveOrders:
+    """Orders on the tenants' ledger exchange accounts (``live:EXCHANGE``): ccxt at the
+    exchange's configured host, every call through the exchange's guard; the account
+    sync's clients give their fills' ledger entries. ccxt is imported in a worker
+    thread on the first live order: loading it takes seconds, which must not stall
+    the event loop."""
+    from cryptodesk.portfolio_wiring import account_clients, ledger_service
+    from cryptodesk.services.live_orders import LiveOrders
+    from cryptodesk.services.paper_feed import cached_books
+
+    async def gateway(exchange: str, credentials: Any, account: str) -> Gateway:
+        orders = await asyncio.to_thread(
+            importlib.import_module, "cryptodesk.adapters.exchanges.ccxt_orders"
+        )
+        from cryptodesk.adapters.exchanges.guard import ExchangeGuard
+
+        config = s.exchange_config.get(exchange)
+        http_url = config.http_url if config is not None and config.http_url else None
+
+        def guard(ex: Any) -> ExchangeGuard:
+            return ExchangeGuard.for_exchange(
+                ex, failure_threshold=s.exchange_breaker_failures,
+                cool_down=s.exchange_breaker_cooldown_seconds,
+                max_wait=s.exchange_max_wait_seconds,
+            )  # fmt: skip
+
+        made: Gateway = orders.CcxtOrders(exchange, credentials, account=account,
+                                          http_url=http_url, guard=guard)  # fmt: skip
+        return made
+
+    books = cached_books(cache)
+    return LiveOrders(ledger_service(s, engine), gateway, account_clients(s), books=books,
+                      book_max_age_ms=s.paper_book_max_age_ms)  # fmt: skip
 
 
 def _publisher(bus: Bus, service: OrderService, depth: int) -> UpdateHook:
@@ -100,7 +141,8 @@ def start_signal_trader(
         return
     from cryptodesk.services.signal_trader import SignalTrader
 
-    trader = SignalTrader(bus, order_service(s, engine, cache, bus), s.trading_strategies)
+    service = order_service(s, engine, cache, bus, live=False)  # strategies trade on paper
+    trader = SignalTrader(bus, service, s.trading_strategies)
     tasks["signal-trader"] = asyncio.create_task(trader.run(stop))
 
 
@@ -114,5 +156,5 @@ def start_paper_feed(
         return
     from cryptodesk.services.paper_feed import PaperFeed
 
-    feed = PaperFeed(bus, order_service(s, engine, cache, bus))
+    feed = PaperFeed(bus, order_service(s, engine, cache, bus, live=False))
     tasks["paper-feed"] = asyncio.create_task(feed.run(stop))

@@ -244,8 +244,8 @@ BAD = [
      "--symbol 'btcusdt' is not a symbol such as BTC/USDT"),
     (["--quantity", "1", "--price", "1", "--account", "a b"],
      "--account 'a b' is not an account: 1-64 of A-Z, a-z, 0-9, _.:-"),
-    (["--quantity", "1", "--price", "1", "--venue", "live:binance"],
-     "--venue 'live:binance' is not internal, best or paper:EXCHANGE"),
+    (["--quantity", "1", "--price", "1", "--venue", "live:"],
+     "--venue 'live:' is not internal, best, paper:EXCHANGE or live:EXCHANGE"),
 ]  # fmt: skip
 
 

@@ -23,6 +23,11 @@ the bus) fills resting paper orders, one logged command per tenant that has open
 paper orders in that market. ``refresh`` catches every tenant up with the log
 (and loads those this process has not seen), so a process feeding books learns
 of orders placed in others.
+
+Live venues (``live:EXCHANGE``, given ``live``) are ``services/live_orders.py``'s:
+their commands are delegated there and write their own records to the same log
+(``lock``, ``current``, ``store``, ``publish``), which a rebuild replays into the
+tenant's ``LiveBlotter``; the queries include their orders, fills and positions.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import structlog
 
@@ -47,6 +52,10 @@ from cryptodesk.trading.order_log import Record
 from cryptodesk.trading.order_state import Order
 from cryptodesk.trading.positions import Position
 from cryptodesk.trading.pretrade import PreTradeRisk, RiskLimits
+
+if TYPE_CHECKING:
+    from cryptodesk.services.live_blotter import LiveBlotter
+    from cryptodesk.services.live_orders import LiveOrders
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -144,6 +153,7 @@ class _Tenant:
     log: _PendingLog
     seq: int  # of the newest record applied (stored)
     accounts: dict[str, None] = field(default_factory=dict)  # in order of first record
+    live: LiveBlotter | None = None
 
 
 class OrderService:
@@ -161,8 +171,10 @@ class OrderService:
         paper: Sequence[str] = (),
         books: BookReader | None = None,
         paper_max_age_ms: int = 10_000,
+        live: LiveOrders | None = None,
     ) -> None:
         self._store = store
+        self.live = live
         self.paper = tuple(paper)
         self._books = books
         self._paper_max_age_ms = paper_max_age_ms
@@ -184,6 +196,9 @@ class OrderService:
         exchange = request.venue.removeprefix("paper:")
         if exchange in self.paper and self._books is not None:
             book = await self._books(exchange, request.symbol)
+        if self.live is not None and request.venue.startswith("live:"):
+            self._halted_now[request.symbol] = halted
+            return await self.live.submit(self, tenant, request)
 
         def place(m: OrderManager, log: _PendingLog) -> Placed:
             self._halted_now[request.symbol] = halted
@@ -196,6 +211,8 @@ class OrderService:
 
     async def cancel(self, tenant: str, order_id: str) -> Order:
         """Cancel an open order; an order already final comes back unchanged."""
+        if self.live is not None and self.live.owns(order_id):
+            return await self.live.cancel(self, tenant, order_id)
         return await self._command(tenant, lambda m, _: m.cancel(_owner(m, order_id), order_id))
 
     async def amend(
@@ -207,6 +224,8 @@ class OrderService:
         quantity: Decimal | None = None,
     ) -> Order:
         """Change a resting order's price and/or quantity (``OrderRejected`` if refused)."""
+        if self.live is not None and self.live.owns(order_id):
+            return await self.live.amend(self, tenant, order_id)
 
         def amend(m: OrderManager, _: _PendingLog) -> Order:
             return m.amend(_owner(m, order_id), order_id, price=price, quantity=quantity)
@@ -218,8 +237,12 @@ class OrderService:
         await self._command(tenant, lambda m, _: m.deposit(account, asset, amount))
 
     async def kill(self, tenant: str, account: str | None = None) -> list[Order]:
-        """Stop new orders of ``account`` (None: the whole tenant); the orders cancelled."""
-        return await self._command(tenant, lambda m, _: m.kill(account))
+        """Stop new orders of ``account`` (None: the whole tenant); the orders cancelled
+        (live ones on their exchanges too)."""
+        cancelled = await self._command(tenant, lambda m, _: m.kill(account))
+        if self.live is not None:
+            cancelled += await self.live.kill(self, tenant, account)
+        return cancelled
 
     async def revive(self, tenant: str, account: str | None = None) -> None:
         await self._command(tenant, lambda m, _: m.revive(account))
@@ -251,7 +274,11 @@ class OrderService:
     # ---- queries (each catches up with the stored log first) ------------------------
 
     async def order(self, tenant: str, order_id: str) -> Order:
-        return await self._query(tenant, lambda t: _find(t.manager, order_id))
+        def find(t: _Tenant) -> Order:
+            live = None if t.live is None else t.live.order(order_id)
+            return live or _find(t.manager, order_id)
+
+        return await self._query(tenant, find)
 
     async def orders(
         self,
@@ -267,7 +294,8 @@ class OrderService:
             names = [account] if account is not None else list(t.accounts)
             found = [o for a in names for o in t.manager.orders(a, status=status)]
             found = [o for o in found if symbol is None or o.symbol == symbol]
-            return sorted(found, key=lambda o: o.order_id)
+            live = [] if t.live is None else t.live.orders(account, symbol, status)
+            return sorted(found, key=lambda o: o.order_id) + live  # live ones (L...) last
 
         return await self._query(tenant, pick)
 
@@ -275,13 +303,14 @@ class OrderService:
         self, tenant: str, *, account: str | None = None, symbol: str | None = None
     ) -> list[Fill]:
         """The tenant's fills, by trade id then order id (a trade between two of the
-        tenant's accounts is two fills)."""
+        tenant's accounts is two fills); then live fills, by order id."""
 
         def pick(t: _Tenant) -> list[Fill]:
             names = [account] if account is not None else list(t.accounts)
             found = [f for a in names for f in t.manager.fills(a)]
             found = [f for f in found if symbol is None or f.symbol == symbol]
-            return sorted(found, key=lambda f: (f.trade_id, f.order_id))
+            live = [] if t.live is None else t.live.fills(account, symbol)
+            return sorted(found, key=lambda f: (f.trade_id, f.order_id)) + live
 
         return await self._query(tenant, pick)
 
@@ -299,6 +328,8 @@ class OrderService:
                     copy = Position(p.account, p.symbol, p.quantity, p.cost, p.realized,
                                     p.fees, dict(p.other_fees))  # fmt: skip
                     out.append((copy, _last_price(t.manager, p.symbol)))
+            if t.live is not None:
+                out = t.live.with_positions(out, t.manager.fills, account)
             return sorted(out, key=lambda pair: (pair[0].account, pair[0].symbol))
 
         return await self._query(tenant, pick)
@@ -346,6 +377,35 @@ class OrderService:
         """Drop the tenant's manager: the next call rebuilds it from the database."""
         self._tenants.pop(tenant, None)
 
+    async def close(self) -> None:
+        if self.live is not None:
+            await self.live.close()
+
+    # ---- for the live venues (services/live_orders.py) ------------------------------
+
+    def lock(self, tenant: str) -> asyncio.Lock:
+        """The tenant's lock: hold it around ``current``, ``store`` and ``publish``."""
+        return self._lock(tenant)
+
+    async def current(self, tenant: str) -> _Tenant:
+        return await self._current(tenant)
+
+    async def store(self, tenant: str, state: _Tenant, records: Sequence[Record]) -> None:
+        """Write ``records`` (numbered here; already applied to ``state.live``) as one
+        command. A failure drops the tenant (rebuilt on next use) and raises."""
+        numbered = [{"seq": state.seq + n, **record} for n, record in enumerate(records, 1)]
+        try:
+            await self._store.append(tenant, numbered)
+        except BaseException:
+            self.forget(tenant)
+            raise
+        for record in numbered:
+            state.manager.apply(record)  # only moves its seq on
+            _note(state, record)
+
+    async def publish(self, tenant: str, updates: Updates) -> None:
+        await self._publish(tenant, updates)
+
     # ---- the mechanics --------------------------------------------------------------
 
     def _lock(self, tenant: str) -> asyncio.Lock:
@@ -359,13 +419,15 @@ class OrderService:
         state = self._tenants.get(tenant)
         if state is None:
             history = await self._store.records(tenant)
+            if self.live is not None:
+                await self.live.ready()
             return self._build(tenant, history)
         newer = await self._store.records(tenant, after=state.seq)
         if newer:  # another process appended: apply its records as decided there
             try:
                 for record in newer:
                     state.manager.apply(record)
-                    _note(state, record)
+                    _learn(state, record)
             except Exception:
                 self.forget(tenant)
                 raise
@@ -384,11 +446,13 @@ class OrderService:
 
         manager = OrderManager.replay(chosen, risk, log, clock=self._clock, paper=self.paper,
                                       paper_max_age_ms=self._paper_max_age_ms)  # fmt: skip
-        state = _Tenant(manager, log, 0)
+        state = _Tenant(manager, log, 0, live=None if self.live is None else self.live.blotter())
         for record in history:
-            _note(state, record)
+            _learn(state, record)
         log.history = []  # replayed; only new records matter from here on
         self._tenants[tenant] = state
+        if self.live is not None and state.live is not None:
+            self.live.loaded(self, tenant, state.live)
         return state
 
     async def _query(self, tenant: str, read: Callable[[_Tenant], T]) -> T:
@@ -435,6 +499,13 @@ def _note(state: _Tenant, record: Record) -> None:
     account = record.get("account")
     if record["type"] in ("submit", "deposit") and account is not None:
         state.accounts.setdefault(account, None)
+
+
+def _learn(state: _Tenant, record: Record) -> None:
+    """``_note`` a record read from the store, replaying it into the live blotter."""
+    _note(state, record)
+    if state.live is not None:
+        state.live.apply(record)
 
 
 def _find(manager: OrderManager, order_id: str) -> Order:

@@ -152,6 +152,20 @@ class PreTradeRisk:
         order lowers risk and needs no check."""
         self._admit(request, instrument, last_price, position, open_orders)
 
+    def check_unfunded(
+        self,
+        request: OrderRequest,
+        instrument: Instrument,
+        *,
+        last_price: Decimal | None,
+        position: Decimal,
+        open_orders: OpenOrders,
+    ) -> None:
+        """Accept an order whose funds the venue itself holds (a live exchange, which
+        refuses what the account cannot pay): every rule of ``check`` but the balance,
+        and nothing is reserved."""
+        self._admit(request, instrument, last_price, position, open_orders)
+
     def _admit(
         self,
         request: OrderRequest,

@@ -1,13 +1,15 @@
 """``/api/v1`` orders of the requesting tenant, on the internal venue (its own
-matching engine) or a paper venue ``paper:EXCHANGE`` (fills against that
-exchange's live book), chosen per order by ``venue``.
+matching engine), a paper venue ``paper:EXCHANGE`` (fills against that
+exchange's live book) or a live venue ``live:EXCHANGE`` (real orders on the
+tenant's ledger account on that exchange), chosen per order by ``venue``.
 
 - ``POST /orders`` (201; 200 when ``client_order_id`` names an order placed
   before), ``GET /orders/{id}``, ``PATCH /orders/{id}`` (price and/or
   quantity), ``DELETE /orders/{id}`` (cancel);
 - ``GET /orders``, ``GET /fills``: cursor-paginated, filtered by account,
   symbol (and status);
-- ``GET /positions``: per account and symbol, marked at the venue's last trade;
+- ``GET /positions``: per account and symbol, marked at the venue's last trade
+  (a live position: at its last fill);
 - ``POST /kill-switch``: stop (or allow again) new orders of an account or of
   the whole tenant; stopping cancels the open orders;
 - ``POST /paper/deposits``: paper money for an account.
@@ -15,6 +17,7 @@ exchange's live book), chosen per order by ``venue``.
 An order is answered only once its command is stored (``services/order_service.py``):
 a 503 means it was not placed. A refused order is 422 ``order-rejected`` with the
 ``rule`` it broke (docs/trading.md lists them). Money is decimal strings.
+Live orders (``L`` + sequence) and their fills list after the others.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ from cryptodesk.trading.positions import Position
 
 log = structlog.get_logger(__name__)
 MAX_PAGE: Final = 1000
+# Live orders and fills page after the others: their keys start here.
+LIVE_KEYS: Final = 1 << 62
 _DECIMAL = r"^[0-9]{1,20}(\.[0-9]{1,18})?$"
 Money = Annotated[str, Field(pattern=_DECIMAL, max_length=40, examples=["0.5"])]
 Account = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
@@ -102,9 +107,11 @@ class OrderIn(BaseModel):
     reduce_only: bool = False
     client_order_id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     venue: Annotated[str, Field(
-        pattern=r"^(internal|best|paper:[a-z0-9][a-z0-9_.-]{0,31})$",
+        pattern=r"^(internal|best|(paper|live):[a-z0-9][a-z0-9_.-]{0,31})$",
         description="internal (the tenant's matching engine), paper:EXCHANGE (fills "
-        "against that exchange's live book; limit and market orders, no amend), or best "
+        "against that exchange's live book; limit and market orders, no amend), "
+        "live:EXCHANGE (a real order on `account`, the tenant's ledger account on that "
+        "exchange with API credentials; limit and market orders, no amend), or best "
         "(a market order routed to the venue with the best price net of taker fees).",
     )] = "internal"  # fmt: skip
 
@@ -208,7 +215,10 @@ class PositionOut(BaseModel):
     average_price: str
     realized: str
     fees: str
-    mark: str | None = Field(description="The venue's last trade price (null: no trade).")
+    mark: str | None = Field(
+        description="The venue's last trade price (null: no trade); "
+        "a live position's last fill price."
+    )
     unrealized: str | None
 
     @classmethod
@@ -302,9 +312,23 @@ def _page(
     return slice(start, end), _encode_cursor(keys[end - 1], query) if end < len(keys) else None
 
 
-def _fill_key(fill: Fill) -> int:
-    """Fills in trade order, the two sides of a trade by order id."""
-    return int(fill.trade_id[1:]) * 10**10 + int(fill.order_id[1:])
+def _order_key(order: Order) -> int:
+    number = int(order.order_id[1:])
+    return LIVE_KEYS + number if order.venue.startswith("live:") else number
+
+
+def _fill_keys(fills: list[Fill]) -> list[int]:
+    """Fills in trade order, the two sides of a trade by order id; then live fills (their
+    trade ids are the exchanges') by order, each order's in the order they were learnt."""
+    keys: list[int] = []
+    seen: dict[str, int] = {}
+    for fill in fills:
+        if fill.venue.startswith("live:"):
+            n = seen[fill.order_id] = seen.get(fill.order_id, -1) + 1
+            keys.append(LIVE_KEYS + int(fill.order_id[1:]) * 10**4 + n)
+        else:
+            keys.append(int(fill.trade_id[1:]) * 10**10 + int(fill.order_id[1:]))
+    return keys
 
 
 AccountQ = Annotated[str | None, Query(max_length=64, description="Only this account.")]
@@ -344,7 +368,7 @@ def orders_router(service: OrderService) -> APIRouter:
                           cursor: Cursor = None) -> OrdersPage:  # fmt: skip
         query: list[Any] = [account, symbol, status]
         found = await service.orders(tenant, account=account, symbol=symbol, status=status)
-        part, more = _page([int(o.order_id[1:]) for o in found], cursor, query, limit)
+        part, more = _page([_order_key(o) for o in found], cursor, query, limit)
         return OrdersPage(orders=[OrderOut.of(o) for o in found[part]], next_cursor=more)
 
     @router.get("/orders/{order_id}", response_model=OrderOut, summary="One order",
@@ -355,7 +379,8 @@ def orders_router(service: OrderService) -> APIRouter:
 
     @router.patch("/orders/{order_id}", response_model=OrderOut, summary="Amend an order",
                   description="A smaller quantity keeps the order's place in the queue; a new "
-                  "price or a larger quantity re-queues it.",
+                  "price or a larger quantity re-queues it. Paper and live orders are not "
+                  "amended (`not_amendable`).",
                   dependencies=[requires("orders:write")],
                   responses={**unknown, **rejected, **failures})  # fmt: skip
     async def amend(order_id: OrderId, body: AmendIn, tenant: Tenant) -> OrderOut:
@@ -364,7 +389,8 @@ def orders_router(service: OrderService) -> APIRouter:
         return OrderOut.of(order)
 
     @router.delete("/orders/{order_id}", response_model=OrderOut, summary="Cancel an order",
-                   description="An order already final comes back unchanged.",
+                   description="An order already final comes back unchanged. A live order "
+                   "is cancelled on its exchange (503: the exchange did not answer).",
                    dependencies=[requires("orders:write")],
                    responses={**unknown, **failures})  # fmt: skip
     async def cancel(order_id: OrderId, tenant: Tenant) -> OrderOut:
@@ -376,7 +402,7 @@ def orders_router(service: OrderService) -> APIRouter:
                          limit: Limit = 100, cursor: Cursor = None) -> FillsPage:  # fmt: skip
         query: list[Any] = [account, symbol]
         found = await service.fills(tenant, account=account, symbol=symbol)
-        part, more = _page([_fill_key(f) for f in found], cursor, query, limit)
+        part, more = _page(_fill_keys(found), cursor, query, limit)
         return FillsPage(fills=[FillOut.of(f) for f in found[part]], next_cursor=more)
 
     @router.get("/positions", response_model=PositionsOut, summary="Positions",
