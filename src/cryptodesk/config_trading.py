@@ -22,6 +22,11 @@ class TradingSettings(BaseSettings):
         "their live books): all (every ingested exchange), none, or a comma list of "
         "ingested exchange ids.",
     )
+    live_poll_seconds: float = Field(
+        5.0, gt=0, le=3600,
+        description="How often the compute role reconciles open live orders with their "
+        "exchanges (their fills reach the log, the ledger and the orders channel).",
+    )  # fmt: skip
     paper_book_max_age_ms: int = Field(
         10_000, ge=1, description="A paper order that must take needs a book this fresh."
     )

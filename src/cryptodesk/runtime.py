@@ -69,8 +69,7 @@ from cryptodesk.trading_wiring import (
     internal_book_reader,
     order_service,
     orders_api_router,
-    start_paper_feed,
-    start_signal_trader,
+    start_trading_compute,
 )
 from cryptodesk.wiring import (
     StartupError,
@@ -332,8 +331,7 @@ class Runtime:
                 tasks["books"] = asyncio.create_task(books.run(self.stop_consumers))
                 await start_risk_compute(s, bus, cache, store, self.metrics,
                                          self.stop_consumers, tasks)  # fmt: skip
-                start_signal_trader(s, store.engine, cache, bus, self.stop_consumers, tasks)
-                start_paper_feed(s, store.engine, cache, bus, self.stop_consumers, tasks)
+                start_trading_compute(s, store.engine, cache, bus, self.stop_consumers, tasks)
             if "scheduler" in self.roles:
                 engine = store.engine
                 jobs = {"partitions": lambda: ensure_partitions(engine)}
@@ -405,6 +403,7 @@ class Runtime:
                 await bootstrap_admin(security.auth.service, s.bootstrap_admin_email)
                 # One order service for the REST routes and the WebSocket book snapshots.
                 api_orders = order_service(s, store.engine, cache, bus)
+                closing.insert(0, api_orders.close)  # its exchange sessions
                 ws_routes: list[APIRouter] = []
                 if "api" in self.roles:  # WebSocket clients go behind the balancer too
                     ws_router, ws_feed = websocket(

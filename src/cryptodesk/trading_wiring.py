@@ -132,29 +132,22 @@ def orders_api_router(
     return orders_router(service or order_service(s, engine, cache, bus))
 
 
-def start_signal_trader(
+def start_trading_compute(
     s: Settings, engine: AsyncEngine, cache: Cache, bus: Bus, stop: asyncio.Event,
     tasks: dict[str, asyncio.Task[None]],
 ) -> None:  # fmt: skip
-    """Trade the configured strategies' signals on paper (compute role), if any."""
-    if not s.trading_strategies:
-        return
+    """The compute role's trading, over one order service: the configured strategies'
+    signals traded (if any), resting paper orders filled from the live books (if a
+    paper venue is offered), and live orders kept in step with their exchanges."""
+    from cryptodesk.services.live_watch import LiveWatch
+    from cryptodesk.services.paper_feed import PaperFeed
     from cryptodesk.services.signal_trader import SignalTrader
 
-    service = order_service(s, engine, cache, bus, live=False)  # strategies trade on paper
-    trader = SignalTrader(bus, service, s.trading_strategies)
-    tasks["signal-trader"] = asyncio.create_task(trader.run(stop))
-
-
-def start_paper_feed(
-    s: Settings, engine: AsyncEngine, cache: Cache, bus: Bus, stop: asyncio.Event,
-    tasks: dict[str, asyncio.Task[None]],
-) -> None:  # fmt: skip
-    """Fill resting paper orders from the live books on the bus (compute role), if any
-    paper venue is offered."""
-    if not s.paper_venue_exchanges():
-        return
-    from cryptodesk.services.paper_feed import PaperFeed
-
-    feed = PaperFeed(bus, order_service(s, engine, cache, bus, live=False))
-    tasks["paper-feed"] = asyncio.create_task(feed.run(stop))
+    service = order_service(s, engine, cache, bus)
+    if s.trading_strategies:
+        trader = SignalTrader(bus, service, s.trading_strategies)
+        tasks["signal-trader"] = asyncio.create_task(trader.run(stop))
+    if s.paper_venue_exchanges():
+        tasks["paper-feed"] = asyncio.create_task(PaperFeed(bus, service).run(stop))
+    watch = LiveWatch(service, poll_seconds=s.live_poll_seconds)
+    tasks["live-watch"] = asyncio.create_task(watch.run(stop))

@@ -381,6 +381,12 @@ class OrderService:
         if self.live is not None:
             await self.live.close()
 
+    def live_pending(self) -> list[str]:
+        """Loaded tenants whose live venues may still change (an order open on an
+        exchange, or a fill not in the ledger yet)."""
+        return [t for t, state in self._tenants.items()
+                if state.live is not None and state.live.needs_settling()]  # fmt: skip
+
     # ---- for the live venues (services/live_orders.py) ------------------------------
 
     def lock(self, tenant: str) -> asyncio.Lock:
