@@ -1,6 +1,6 @@
 """Whether a live order may go to its exchange: the live venue's own rules, then the
 tenant's pre-trade risk with every rule but the balance (``PreTradeRisk``
-``check_unfunded``): the exchange holds the funds and refuses what the account
+``check_rules``): the exchange holds the funds and refuses what the account
 cannot pay, so nothing is reserved here."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def admit(manager: OrderManager, blotter: LiveBlotter, request: OrderRequest,
                             field="symbol")  # fmt: skip
     account, symbol = request.account, request.symbol
     position = m.position_of(account, symbol) + blotter.position_of(account, symbol)
-    m.risk.check_unfunded(
+    m.risk.check_rules(
         request, instrument, last_price=reference, position=position,
         open_orders=lambda: [*m.open_orders(account, symbol),
                              *blotter.open_orders(account, symbol)],

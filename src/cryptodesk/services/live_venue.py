@@ -42,6 +42,7 @@ _DECIMALS = ("price", "stop_price", "quantity", "filled", "average_price", "fees
 # How far an order has got: an update may only move it further.
 _PROGRESS: Final[dict[str, int]] = {"new": 0, "accepted": 1, "partially_filled": 2}
 _FINAL = 3
+CLOCK_MARGIN_MS: Final = 60_000  # how far behind ours an exchange's clock may be
 
 
 class OrderGateway(Protocol):
@@ -225,7 +226,9 @@ class LiveVenue:
             since = max((f.ts for f in self.state.fills.values() if f.symbol == symbol),
                         default=min(o.created_ts for o in self.state.orders.values()
                                     if o.symbol == symbol))  # fmt: skip
-            for fill in await self.gateway.my_trades(symbol, since):
+            # Ask from a little earlier: the exchange's clock may run behind ours (a fill
+            # met twice is kept once).
+            for fill in await self.gateway.my_trades(symbol, since - CLOCK_MARGIN_MS):
                 order_id = by_exchange_id.get(fill.order_id)
                 if order_id is not None and self._add_fill(order_id, fill):
                     added.append(self.state.fills[(fill.symbol, fill.trade_id)])

@@ -180,7 +180,7 @@ class OrderManager(Venue):
             last = None if engine.last_price is None else instrument.price(engine.last_price)
             others = [o for o in self.open_orders(account, view.symbol) if o.order_id != order_id]
             remaining = replace(amended, quantity=new_quantity - view.filled)
-            self.risk.check_amend(remaining, instrument, last_price=last, position=position,
+            self.risk.check_rules(remaining, instrument, last_price=last, position=position,
                                   open_orders=others)  # fmt: skip
         lots = instrument.to_lots(new_quantity)
         if lots <= live.filled_lots:

@@ -136,7 +136,7 @@ class PreTradeRisk:
         asset, amount = self._admit(request, instrument, last_price, position, open_orders)
         self.balances.reserve(order_id, asset, amount, account=request.account)
 
-    def check_amend(
+    def check_rules(
         self,
         request: OrderRequest,
         instrument: Instrument,
@@ -145,25 +145,12 @@ class PreTradeRisk:
         position: Decimal,
         open_orders: OpenOrders,
     ) -> None:
-        """Accept an amend that re-prices or grows an order, ``request`` being the order as
-        amended and ``open_orders`` the account's other resting orders in the symbol: the
-        same rules as a new order (kill switch, halt, rate, price band, sizes, position)
-        except the balance, which the caller re-reserves. An amend that only shrinks an
-        order lowers risk and needs no check."""
-        self._admit(request, instrument, last_price, position, open_orders)
-
-    def check_unfunded(
-        self,
-        request: OrderRequest,
-        instrument: Instrument,
-        *,
-        last_price: Decimal | None,
-        position: Decimal,
-        open_orders: OpenOrders,
-    ) -> None:
-        """Accept an order whose funds the venue itself holds (a live exchange, which
-        refuses what the account cannot pay): every rule of ``check`` but the balance,
-        and nothing is reserved."""
+        """Every rule of ``check`` but the balance; nothing is reserved. For an amend that
+        re-prices or grows an order (``request`` the order as amended, ``open_orders``
+        the account's other resting orders; the caller re-reserves its funds: an amend
+        that only shrinks an order lowers risk and needs no check), and for an order
+        whose funds the venue itself holds (a live exchange refuses what the account
+        cannot pay)."""
         self._admit(request, instrument, last_price, position, open_orders)
 
     def _admit(
