@@ -13,8 +13,8 @@ from cryptodesk.services.signal_trader import TradingStrategy
 class TradingSettings(BaseSettings):
     trading_strategies: list[TradingStrategy] = Field(
         default_factory=list,
-        description="Signal rules traded on paper ([[trading_strategies]] tables; JSON in the "
-        "environment): rule, tenant, account, quantity, venue (docs/trading.md).",
+        description="Signal rules that trade ([[trading_strategies]] tables; JSON in the "
+        "environment): rule, tenant, account, quantity, venue, mode (docs/trading.md).",
     )
     paper_exchanges: str = Field(
         "all",

@@ -1,6 +1,8 @@
-"""Signals that trade: a strategy enabled for paper trading turns its rule's signals
-into market orders, through the order service, on the internal venue or on a paper
-venue ``paper:EXCHANGE`` (filled against that exchange's live book).
+"""Signals that trade: an enabled strategy turns its rule's signals into market orders,
+through the order service, on the internal venue, on a paper venue
+``paper:EXCHANGE`` (filled against that exchange's live book), or, with
+``mode = "live"``, for real on ``live:EXCHANGE`` (the tenant's ledger account
+named by ``account``).
 
 Each enabled strategy names a signal rule and where to trade: tenant, account,
 quantity (base units) and venue. A signal of a bullish kind buys, a bearish one sells:
@@ -26,7 +28,7 @@ from decimal import Decimal
 from typing import Final, Literal
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cryptodesk.adapters.bus.base import Bus
 from cryptodesk.domain.orders import OrderRequest, Side
@@ -42,7 +44,8 @@ BEARISH: Final = frozenset(SIGNAL_KINDS) - BULLISH
 
 
 class TradingStrategy(BaseModel):
-    """One rule's signals traded on paper (``[[trading_strategies]]`` in the settings)."""
+    """One rule's signals traded (``[[trading_strategies]]`` in the settings): on paper, or
+    live with ``mode = "live"`` and a ``live:EXCHANGE`` venue."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -50,13 +53,25 @@ class TradingStrategy(BaseModel):
     tenant: str = Field(min_length=1, max_length=64)
     account: str = Field(min_length=1, max_length=64)
     quantity: Decimal = Field(gt=0, description="Base quantity of each order.")
-    mode: Literal["paper"] = "paper"  # live trading is not enabled here
+    mode: Literal["paper", "live"] = Field(
+        "paper", description="live: real orders; required with a live:EXCHANGE venue."
+    )
     venue: str = Field(
         "internal",
-        pattern=r"^(internal|best|paper:[a-z0-9][a-z0-9_.-]*)$",
+        pattern=r"^(internal|best|paper:[a-z0-9][a-z0-9_.-]*|live:[a-z0-9][a-z0-9_.-]*)$",
         description="internal (the matching engine between accounts), paper:EXCHANGE "
-        "(fills against that exchange's live books) or best (the best net price).",
+        "(fills against that exchange's live books), best (the best net price), or "
+        "live:EXCHANGE (real orders on the tenant's ledger account named by account).",
     )
+
+    @model_validator(mode="after")
+    def _live_is_explicit(self) -> TradingStrategy:
+        if self.venue.startswith("live:") != (self.mode == "live"):
+            raise ValueError(
+                "a live:EXCHANGE venue needs mode = \"live\" (and mode live needs one): "
+                "real orders are never placed by accident"
+            )
+        return self
 
 
 def side_of(kind: str) -> Side:
