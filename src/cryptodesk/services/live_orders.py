@@ -48,7 +48,8 @@ from cryptodesk.trading.order_state import Order, order_dict
 
 if TYPE_CHECKING:
     from cryptodesk.services.live_venue import LiveVenue, OrderGateway
-    from cryptodesk.services.order_service import BookReader, OrderService, _Tenant
+    from cryptodesk.services.order_queries import TenantState
+    from cryptodesk.services.order_service import BookReader, OrderService
 
     class Gateway(OrderGateway, Protocol):
         """An exchange account's orders (``CcxtOrders``), closed when the service stops."""
@@ -273,14 +274,14 @@ class LiveOrders:
                 self._gateways[key] = made
         return self._gateways[key]
 
-    def _venue(self, gateway: Gateway, state: _Tenant, key: VenueKey) -> LiveVenue:
+    def _venue(self, gateway: Gateway, state: TenantState, key: VenueKey) -> LiveVenue:
         from cryptodesk.services.live_venue import LiveVenue
 
         return LiveVenue(gateway, account=key[1], state=_blotter(state).state(key),
                          clock=self._clock)  # fmt: skip
 
     async def _settled(self, service: OrderService, tenant: str,
-                       key: VenueKey | None = None) -> _Tenant:  # fmt: skip
+                       key: VenueKey | None = None) -> TenantState:  # fmt: skip
         """The tenant caught up and, where needed, reconciled: every venue with open
         orders once after a rebuild, and ``key``'s venue while it has ``new`` orders
         (their create got no answer). Best effort: a failure is logged and retried at
@@ -307,8 +308,8 @@ class LiveOrders:
             _blotter(state).reconciled = True
         return await self._book_fills(service, tenant, state)
 
-    async def _reconcile(self, service: OrderService, tenant: str, state: _Tenant,
-                         key: VenueKey) -> _Tenant:  # fmt: skip
+    async def _reconcile(self, service: OrderService, tenant: str, state: TenantState,
+                         key: VenueKey) -> TenantState:  # fmt: skip
         venue = self._venue(await self._gateway(tenant, *_where(key)), state, key)
         then = before(venue.state)
         try:
@@ -330,14 +331,14 @@ class LiveOrders:
 
     # ---- records --------------------------------------------------------------------
 
-    async def _log(self, service: OrderService, tenant: str, state: _Tenant, key: VenueKey,
-                   then: Before, *, submitted: str | None = None) -> _Tenant:  # fmt: skip
+    async def _log(self, service: OrderService, tenant: str, state: TenantState, key: VenueKey,
+                   then: Before, *, submitted: str | None = None) -> TenantState:  # fmt: skip
         """Store what the venue's state changed since ``then`` as a ``live_update``."""
         update = changes(_blotter(state).state(key), then, submitted=submitted)
         return await self._write(service, tenant, state, key, update) if update else state
 
-    async def _write(self, service: OrderService, tenant: str, state: _Tenant, key: VenueKey,
-                     update: dict[str, Any]) -> _Tenant:  # fmt: skip
+    async def _write(self, service: OrderService, tenant: str, state: TenantState, key: VenueKey,
+                     update: dict[str, Any]) -> TenantState:  # fmt: skip
         """Store ``update`` (already applied in memory). If another process took the seq,
         apply it on the tenant rebuilt from the log and store it once more: it is what
         the exchange said, never decided again."""
@@ -359,7 +360,9 @@ class LiveOrders:
 
     # ---- the ledger -----------------------------------------------------------------
 
-    async def _book_fills(self, service: OrderService, tenant: str, state: _Tenant) -> _Tenant:
+    async def _book_fills(
+        self, service: OrderService, tenant: str, state: TenantState
+    ) -> TenantState:
         """Import the fills not in the ledger yet; a failure leaves them waiting."""
         blotter = _blotter(state)
         for key, booked in (await self._booking.book_waiting(tenant, blotter)).items():
@@ -396,7 +399,7 @@ async def _refused(service: OrderService, tenant: str, request: OrderRequest,
     return Placed(order, new=True)
 
 
-def _known(state: _Tenant, request: OrderRequest) -> Order | None:
+def _known(state: TenantState, request: OrderRequest) -> Order | None:
     """The order ``request.client_order_id`` named before, on any venue."""
     if request.client_order_id is None:
         return None
@@ -404,7 +407,7 @@ def _known(state: _Tenant, request: OrderRequest) -> Order | None:
     return found or state.manager.known_client_id(request.account, request.client_order_id)
 
 
-def _blotter(state: _Tenant) -> LiveBlotter:
+def _blotter(state: TenantState) -> LiveBlotter:
     assert state.live is not None, "the order service runs no live venues"
     return state.live
 

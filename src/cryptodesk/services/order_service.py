@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -42,19 +42,27 @@ import structlog
 
 from cryptodesk.adapters.db.order_log_store import OrderLogConflict
 from cryptodesk.domain.market import OrderBook
-from cryptodesk.domain.orders import Fill, OrderRequest, OrderStatus
+from cryptodesk.domain.orders import OrderRequest
 from cryptodesk.domain.symbol import Symbol
 from cryptodesk.domain.timeutil import now_ms
+from cryptodesk.services.order_queries import (
+    OrderNotFound as OrderNotFound,  # raised by the queries, re-exported
+)
+from cryptodesk.services.order_queries import (
+    OrderQueries,
+    PendingLog,
+    TenantState,
+    note,
+    owner,
+)
 from cryptodesk.trading.balances import Balances
 from cryptodesk.trading.instruments import TICK_SIZE, Instrument
 from cryptodesk.trading.oms import OrderManager
 from cryptodesk.trading.order_log import Record
 from cryptodesk.trading.order_state import Order
-from cryptodesk.trading.positions import Position
 from cryptodesk.trading.pretrade import PreTradeRisk, RiskLimits
 
 if TYPE_CHECKING:
-    from cryptodesk.services.live_blotter import LiveBlotter
     from cryptodesk.services.live_orders import LiveOrders
 
 log = structlog.get_logger(__name__)
@@ -95,14 +103,6 @@ def halted_by(breakers: HaltReader, exchanges: Sequence[str]) -> Callable[[str],
     return halted
 
 
-class OrderNotFound(LookupError):
-    """No order of that id in the tenant (another tenant's id is not found either)."""
-
-    def __init__(self, order_id: str) -> None:
-        super().__init__(f"no order {order_id!r}")
-        self.order_id = order_id
-
-
 @dataclass(frozen=True, slots=True)
 class Placed:
     """What ``submit`` did: the order, and False when ``client_order_id`` named an
@@ -132,31 +132,7 @@ def default_instruments(
     return out
 
 
-class _PendingLog:
-    """The manager's ``OrderLog``: the stored history to replay, then the records of
-    the command running now, until the service has written them."""
-
-    def __init__(self, history: list[Record]) -> None:
-        self.history = history
-        self.pending: list[Record] = []
-
-    def append(self, record: Record) -> None:
-        self.pending.append(dict(record))
-
-    def records(self) -> list[Record]:
-        return self.history
-
-
-@dataclass(slots=True)
-class _Tenant:
-    manager: OrderManager
-    log: _PendingLog
-    seq: int  # of the newest record applied (stored)
-    accounts: dict[str, None] = field(default_factory=dict)  # in order of first record
-    live: LiveBlotter | None = None
-
-
-class OrderService:
+class OrderService(OrderQueries):
     """Orders, fills, positions and paper balances per tenant, over ``store``."""
 
     def __init__(
@@ -183,7 +159,7 @@ class OrderService:
         self._halted = halted
         self._clock = clock
         self.on_updates = on_updates
-        self._tenants: dict[str, _Tenant] = {}
+        self._tenants: dict[str, TenantState] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._halted_now: dict[str, bool] = {}
 
@@ -200,7 +176,7 @@ class OrderService:
             self._halted_now[request.symbol] = halted
             return await self.live.submit(self, tenant, request)
 
-        def place(m: OrderManager, log: _PendingLog) -> Placed:
+        def place(m: OrderManager, log: PendingLog) -> Placed:
             self._halted_now[request.symbol] = halted
             if book is not None:
                 m.on_book(book)  # logged first if it fills resting orders
@@ -213,7 +189,7 @@ class OrderService:
         """Cancel an open order; an order already final comes back unchanged."""
         if self.live is not None and self.live.owns(order_id):
             return await self.live.cancel(self, tenant, order_id)
-        return await self._command(tenant, lambda m, _: m.cancel(_owner(m, order_id), order_id))
+        return await self._command(tenant, lambda m, _: m.cancel(owner(m, order_id), order_id))
 
     async def amend(
         self,
@@ -227,8 +203,8 @@ class OrderService:
         if self.live is not None and self.live.owns(order_id):
             return await self.live.amend(self, tenant, order_id)
 
-        def amend(m: OrderManager, _: _PendingLog) -> Order:
-            return m.amend(_owner(m, order_id), order_id, price=price, quantity=quantity)
+        def amend(m: OrderManager, _: PendingLog) -> Order:
+            return m.amend(owner(m, order_id), order_id, price=price, quantity=quantity)
 
         return await self._command(tenant, amend)
 
@@ -271,108 +247,6 @@ class OrderService:
             await self._query(tenant, lambda _: None)
         return len(self._tenants)
 
-    # ---- queries (each catches up with the stored log first) ------------------------
-
-    async def order(self, tenant: str, order_id: str) -> Order:
-        def find(t: _Tenant) -> Order:
-            live = None if t.live is None else t.live.order(order_id)
-            return live or _find(t.manager, order_id)
-
-        return await self._query(tenant, find)
-
-    async def orders(
-        self,
-        tenant: str,
-        *,
-        account: str | None = None,
-        symbol: str | None = None,
-        status: OrderStatus | None = None,
-    ) -> list[Order]:
-        """The tenant's orders (rejections are not kept), by order id."""
-
-        def pick(t: _Tenant) -> list[Order]:
-            names = [account] if account is not None else list(t.accounts)
-            found = [o for a in names for o in t.manager.orders(a, status=status)]
-            found = [o for o in found if symbol is None or o.symbol == symbol]
-            live = [] if t.live is None else t.live.orders(account, symbol, status)
-            return sorted(found, key=lambda o: o.order_id) + live  # live ones (L...) last
-
-        return await self._query(tenant, pick)
-
-    async def fills(
-        self, tenant: str, *, account: str | None = None, symbol: str | None = None
-    ) -> list[Fill]:
-        """The tenant's fills, by trade id then order id (a trade between two of the
-        tenant's accounts is two fills); then live fills, by order id."""
-
-        def pick(t: _Tenant) -> list[Fill]:
-            names = [account] if account is not None else list(t.accounts)
-            found = [f for a in names for f in t.manager.fills(a)]
-            found = [f for f in found if symbol is None or f.symbol == symbol]
-            live = [] if t.live is None else t.live.fills(account, symbol)
-            return sorted(found, key=lambda f: (f.trade_id, f.order_id)) + live
-
-        return await self._query(tenant, pick)
-
-    async def positions(
-        self, tenant: str, *, account: str | None = None
-    ) -> list[tuple[Position, Decimal | None]]:
-        """Copies of the positions of each traded (account, symbol), with the venue's
-        last trade price of the symbol as the mark (None: no trade yet)."""
-
-        def pick(t: _Tenant) -> list[tuple[Position, Decimal | None]]:
-            names = [account] if account is not None else list(t.accounts)
-            out = []
-            for name in names:
-                for p in t.manager.positions(name):
-                    copy = Position(p.account, p.symbol, p.quantity, p.cost, p.realized,
-                                    p.fees, dict(p.other_fees))  # fmt: skip
-                    out.append((copy, _last_price(t.manager, p.symbol)))
-            if t.live is not None:
-                out = t.live.with_positions(out, t.manager.fills, account)
-            return sorted(out, key=lambda pair: (pair[0].account, pair[0].symbol))
-
-        return await self._query(tenant, pick)
-
-    async def balance(self, tenant: str, account: str, asset: str) -> tuple[Decimal, Decimal]:
-        """(available, reserved) of ``asset`` in the paper ``account``."""
-
-        def read(t: _Tenant) -> tuple[Decimal, Decimal]:
-            balances = t.manager.risk.balances
-            return balances.available(account, asset), balances.reserved(account, asset)
-
-        return await self._query(tenant, read)
-
-    async def book(self, tenant: str, symbol: str, depth: int = 10) -> dict[str, Any]:
-        """The tenant's book of ``symbol``: aggregated levels (decimal strings), last price."""
-
-        def read(t: _Tenant) -> dict[str, Any]:
-            instrument = t.manager.instruments.get(symbol)
-            if instrument is None:
-                return {"symbol": symbol, "bids": [], "asks": [], "last_price": None}
-            bids, asks = t.manager.book(symbol).l2(depth)
-            last = _last_price(t.manager, symbol)
-            return {"symbol": symbol, "bids": _levels(instrument, bids),
-                    "asks": _levels(instrument, asks),
-                    "last_price": None if last is None else str(last)}  # fmt: skip
-
-        return await self._query(tenant, read)
-
-    def book_now(self, tenant: str, symbol: str, depth: int = 10) -> dict[str, Any]:
-        """``book`` plus the engine's ``sequence`` (of its last event), read from memory
-        without the lock: for the ``on_updates`` hook (it runs under the lock) or right
-        after an awaited query caught up. A tenant not loaded here has an empty book."""
-        state = self._tenants.get(tenant)
-        instrument = None if state is None else state.manager.instruments.get(symbol)
-        if state is None or instrument is None:
-            return {"symbol": symbol, "sequence": 0, "bids": [], "asks": [], "last_price": None}
-        engine = state.manager.book(symbol)
-        bids, asks = engine.l2(depth)
-        last = _last_price(state.manager, symbol)
-        return {"symbol": symbol, "sequence": engine.seq, "bids": _levels(instrument, bids),
-                "asks": _levels(instrument, asks),
-                "last_price": None if last is None else str(last)}  # fmt: skip
-
     def forget(self, tenant: str) -> None:
         """Drop the tenant's manager: the next call rebuilds it from the database."""
         self._tenants.pop(tenant, None)
@@ -393,10 +267,10 @@ class OrderService:
         """The tenant's lock: hold it around ``current``, ``store`` and ``publish``."""
         return self._lock(tenant)
 
-    async def current(self, tenant: str) -> _Tenant:
+    async def current(self, tenant: str) -> TenantState:
         return await self._current(tenant)
 
-    async def store(self, tenant: str, state: _Tenant, records: Sequence[Record]) -> None:
+    async def store(self, tenant: str, state: TenantState, records: Sequence[Record]) -> None:
         """Write ``records`` (numbered here; already applied to ``state.live``) as one
         command. A failure drops the tenant (rebuilt on next use) and raises."""
         numbered = [{"seq": state.seq + n, **record} for n, record in enumerate(records, 1)]
@@ -407,7 +281,7 @@ class OrderService:
             raise
         for record in numbered:
             state.manager.apply(record)  # only moves its seq on
-            _note(state, record)
+            note(state, record)
 
     async def publish(self, tenant: str, updates: Updates) -> None:
         await self._publish(tenant, updates)
@@ -420,7 +294,7 @@ class OrderService:
             lock = self._locks[tenant] = asyncio.Lock()
         return lock
 
-    async def _current(self, tenant: str) -> _Tenant:
+    async def _current(self, tenant: str) -> TenantState:
         """The tenant's manager, built or caught up with the stored log (hold the lock)."""
         state = self._tenants.get(tenant)
         if state is None:
@@ -440,8 +314,8 @@ class OrderService:
             state.manager.take_updates()  # that process published them
         return state
 
-    def _build(self, tenant: str, history: list[Record]) -> _Tenant:
-        log = _PendingLog(history)
+    def _build(self, tenant: str, history: list[Record]) -> TenantState:
+        log = PendingLog(history)
         instruments = self._instruments
         chosen = instruments(tenant) if callable(instruments) else instruments
 
@@ -452,7 +326,9 @@ class OrderService:
 
         manager = OrderManager.replay(chosen, risk, log, clock=self._clock, paper=self.paper,
                                       paper_max_age_ms=self._paper_max_age_ms)  # fmt: skip
-        state = _Tenant(manager, log, 0, live=None if self.live is None else self.live.blotter())
+        state = TenantState(
+            manager, log, 0, live=None if self.live is None else self.live.blotter()
+        )
         for record in history:
             _learn(state, record)
         log.history = []  # replayed; only new records matter from here on
@@ -461,11 +337,11 @@ class OrderService:
             self.live.loaded(self, tenant, state.live)
         return state
 
-    async def _query(self, tenant: str, read: Callable[[_Tenant], T]) -> T:
+    async def _query(self, tenant: str, read: Callable[[TenantState], T]) -> T:
         async with self._lock(tenant):
             return read(await self._current(tenant))
 
-    async def _command(self, tenant: str, run: Callable[[OrderManager, _PendingLog], T]) -> T:
+    async def _command(self, tenant: str, run: Callable[[OrderManager, PendingLog], T]) -> T:
         async with self._lock(tenant):
             for attempt in (1, 2):
                 state = await self._current(tenant)
@@ -486,7 +362,7 @@ class OrderService:
                         continue
                     raise
                 for record in records:
-                    _note(state, record)
+                    note(state, record)
                 await self._publish(tenant, state.manager.take_updates())
                 return result
         raise AssertionError("unreachable")  # pragma: no cover
@@ -500,36 +376,8 @@ class OrderService:
             log.warning("order updates not published", tenant=tenant, error=repr(exc))
 
 
-def _note(state: _Tenant, record: Record) -> None:
-    state.seq = max(state.seq, int(record["seq"]))
-    account = record.get("account")
-    if record["type"] in ("submit", "deposit") and account is not None:
-        state.accounts.setdefault(account, None)
-
-
-def _learn(state: _Tenant, record: Record) -> None:
+def _learn(state: TenantState, record: Record) -> None:
     """``_note`` a record read from the store, replaying it into the live blotter."""
-    _note(state, record)
+    note(state, record)
     if state.live is not None:
         state.live.apply(record)
-
-
-def _find(manager: OrderManager, order_id: str) -> Order:
-    order = manager.order(order_id)
-    if order is None:
-        raise OrderNotFound(order_id)
-    return order
-
-
-def _owner(manager: OrderManager, order_id: str) -> str:
-    return _find(manager, order_id).account
-
-
-def _levels(instrument: Instrument, levels: list[tuple[int, int]]) -> list[list[str]]:
-    return [[str(instrument.price(p)), str(instrument.quantity(q))] for p, q in levels]
-
-
-def _last_price(manager: OrderManager, symbol: str) -> Decimal | None:
-    instrument = manager.instruments.get(symbol)
-    ticks = manager.book(symbol).last_price
-    return None if instrument is None or ticks is None else instrument.price(ticks)

@@ -68,7 +68,7 @@ class TradingStrategy(BaseModel):
     def _live_is_explicit(self) -> TradingStrategy:
         if self.venue.startswith("live:") != (self.mode == "live"):
             raise ValueError(
-                "a live:EXCHANGE venue needs mode = \"live\" (and mode live needs one): "
+                'a live:EXCHANGE venue needs mode = "live" (and mode live needs one): '
                 "real orders are never placed by accident"
             )
         return self
