@@ -74,11 +74,14 @@ async def test_place_list_page_cancel_and_position_live_orders(api: Api) -> None
         assert (await c.post(ORDERS, json=internal)).json()["order_id"] == "O0000000001"
 
         bought = await c.post(ORDERS, json=live("buy", "0.02"))
-        assert (bought.status_code, bought.headers["location"]) == (201, f"{ORDERS}/L0000000001")
+        assert (bought.status_code, bought.headers["location"]) == (
+            201,
+            f"{ORDERS}/L822b330000000001",
+        )
         body = bought.json()
         assert {k: body[k] for k in ("order_id", "client_order_id", "account", "status", "filled",
                                      "average_price", "venue", "created_at")} == {
-            "order_id": "L0000000001", "client_order_id": None, "account": "main",
+            "order_id": "L822b330000000001", "client_order_id": None, "account": "main",
             "status": "filled", "filled": "0.02000000", "average_price": "67005",
             "venue": LIVE, "created_at": "2024-06-01T00:00:00.000Z",
         }  # fmt: skip
@@ -86,19 +89,19 @@ async def test_place_list_page_cancel_and_position_live_orders(api: Api) -> None
         assert (resting.status_code, resting.json()["status"]) == (201, "accepted")
         again = await c.post(ORDERS, json=live("sell", "0.5", "70000", client_order_id="mine-1"))
         assert (again.status_code, again.json()) == (200, resting.json())
-        assert (await c.get(f"{ORDERS}/L0000000002")).json() == resting.json()
+        assert (await c.get(f"{ORDERS}/L822b330000000002")).json() == resting.json()
 
         listed = (await c.get(ORDERS)).json()["orders"]
         assert [(o["order_id"], o["venue"]) for o in listed] == [
-            ("O0000000001", "internal"), ("L0000000001", LIVE), ("L0000000002", LIVE)]  # fmt: skip
+            ("O0000000001", "internal"), ("L822b330000000001", LIVE), ("L822b330000000002", LIVE)]  # fmt: skip
         assert await pages(c, ORDERS, "orders") == listed
         live_only = (await c.get(ORDERS, params={"account": "main", "status": "filled"})).json()
-        assert [o["order_id"] for o in live_only["orders"]] == ["L0000000001"]
+        assert [o["order_id"] for o in live_only["orders"]] == ["L822b330000000001"]
 
-        amend = await c.patch(f"{ORDERS}/L0000000002", json={"price": "71000"})
+        amend = await c.patch(f"{ORDERS}/L822b330000000002", json={"price": "71000"})
         assert problem(amend, 422, "order-rejected")["rule"] == "not_amendable"
         fake.fill(4_000_002, "0.2", time=fake.exchange.now + 5)
-        cancelled = (await c.delete(f"{ORDERS}/L0000000002")).json()
+        cancelled = (await c.delete(f"{ORDERS}/L822b330000000002")).json()
         assert (cancelled["status"], cancelled["filled"], cancelled["close_reason"]) == (
             "cancelled", "0.20000000", "client")  # fmt: skip
         assert fake.orders[4_000_002]["status"] == "CANCELED"
@@ -106,9 +109,9 @@ async def test_place_list_page_cancel_and_position_live_orders(api: Api) -> None
         fills = (await c.get("/api/v1/fills")).json()["fills"]
         assert [(f["trade_id"], f["order_id"], f["side"], f["price"], f["quantity"], f["venue"])
                 for f in fills] == [
-            ("28457", "L0000000001", "buy", "67000.00000000", "0.01000000", LIVE),
-            ("28458", "L0000000001", "buy", "67010.00000000", "0.01000000", LIVE),
-            ("28459", "L0000000002", "sell", "70000.00000000", "0.20000000", LIVE),
+            ("28457", "L822b330000000001", "buy", "67000.00000000", "0.01000000", LIVE),
+            ("28458", "L822b330000000001", "buy", "67010.00000000", "0.01000000", LIVE),
+            ("28459", "L822b330000000002", "sell", "70000.00000000", "0.20000000", LIVE),
         ]  # fmt: skip
         assert await pages(c, "/api/v1/fills", "fills") == fills
         # Bought 0.01998 net of base fees for 1338.7599; sold 0.2 at 70000: the rest is short.
@@ -143,12 +146,12 @@ async def test_other_tenants_see_nothing_and_the_kill_switch_cancels_on_the_exch
 ) -> None:
     async with api.client() as c:
         placed = (await c.post(ORDERS, json=live("sell", "0.1", "80000"))).json()
-        assert placed["order_id"] == "L0000000001"
+        assert placed["order_id"] == "L822b330000000001"
     async with api.client("other", "admin") as other:
         assert (await other.get(ORDERS)).json()["orders"] == []
         assert (await other.get("/api/v1/fills")).json()["fills"] == []
-        problem(await other.get(f"{ORDERS}/L0000000001"), 404, "unknown-order")
-        problem(await other.delete(f"{ORDERS}/L0000000001"), 404, "unknown-order")
+        problem(await other.get(f"{ORDERS}/L822b330000000001"), 404, "unknown-order")
+        problem(await other.delete(f"{ORDERS}/L822b330000000001"), 404, "unknown-order")
         killed = await other.post("/api/v1/kill-switch", json={"active": True})
         assert killed.json()["cancelled"] == []
     assert api.env.fake.orders[4_000_001]["status"] == "NEW"
@@ -156,7 +159,7 @@ async def test_other_tenants_see_nothing_and_the_kill_switch_cancels_on_the_exch
         killed = await c.post("/api/v1/kill-switch", json={"account": "main", "active": True})
         assert [(o["order_id"], o["status"], o["close_reason"])
                 for o in killed.json()["cancelled"]] == [
-            ("L0000000001", "cancelled", "kill_switch")]  # fmt: skip
+            ("L822b330000000001", "cancelled", "kill_switch")]  # fmt: skip
         assert api.env.fake.orders[4_000_001]["status"] == "CANCELED"
         refused = await c.post(ORDERS, json=live("sell", "0.1", "80000"))
         assert problem(refused, 422, "order-rejected")["rule"] == "kill_switch"

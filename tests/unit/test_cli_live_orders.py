@@ -113,21 +113,21 @@ def test_place_list_cancel_fills_and_positions_of_a_live_order(
 ) -> None:
     placed = ok("place", *T, *SELL, "--quantity", "0.5", "--price", "70000", "--client-id", "c1")
     assert (placed["order_id"], placed["client_order_id"], placed["status"], placed["venue"]) == (
-        "L0000000001", "c1", "accepted", "live:binance")  # fmt: skip
-    assert fake.orders[4_000_001]["clientOrderId"] == "L0000000001"
+        "L822b330000000001", "c1", "accepted", "live:binance")  # fmt: skip
+    assert fake.orders[4_000_001]["clientOrderId"] == "L822b330000000001"
     listed = ok("list", *T)
     assert [(o["order_id"], o["status"], o["venue"]) for o in listed] == [
-        ("L0000000001", "accepted", "live:binance")]  # fmt: skip
+        ("L822b330000000001", "accepted", "live:binance")]  # fmt: skip
 
     fake.fill(4_000_001, "0.2", time=now_ms())
-    cancelled = ok("cancel", *T, "--account", "main", "L0000000001")
+    cancelled = ok("cancel", *T, "--account", "main", "L822b330000000001")
     assert (cancelled["status"], cancelled["filled"], cancelled["close_reason"]) == (
         "cancelled", "0.20000000", "client")  # fmt: skip
     assert fake.orders[4_000_001]["status"] == "CANCELED"
     fills = ok("fills", *T)
     assert [(f["trade_id"], f["order_id"], f["price"], f["quantity"], f["venue"])
             for f in fills] == [
-        ("28457", "L0000000001", "70000.00000000", "0.20000000", "live:binance")]  # fmt: skip
+        ("28457", "L822b330000000001", "70000.00000000", "0.20000000", "live:binance")]  # fmt: skip
     positions = ok("positions", *T, "--account", "main")
     assert [(p["account"], p["quantity"], p["mark"]) for p in positions] == [
         ("main", "-0.20000000", "70000.00000000")]  # fmt: skip

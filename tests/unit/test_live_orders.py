@@ -58,18 +58,18 @@ async def test_market_order_fills_and_each_fill_is_one_ledger_entry(env: Env) ->
     order = placed.order
     assert placed.new
     assert (order.order_id, order.client_order_id, order.venue, order.status) == (
-        "L0000000001", None, LIVE, "filled")  # fmt: skip
+        "L822b330000000001", None, LIVE, "filled")  # fmt: skip
     assert (order.filled, order.average_price) == (D("0.02"), D("67005"))
-    assert env.fake.orders[4_000_001]["clientOrderId"] == "L0000000001"
+    assert env.fake.orders[4_000_001]["clientOrderId"] == "L822b330000000001"
     fills = await service.fills(TENANT)
     assert [(f.trade_id, f.order_id, f.account, f.price, f.quantity, f.fee, f.fee_asset,
              f.venue) for f in fills] == [
-        ("28457", "L0000000001", "main", D("67000"), D("0.01"), D("0.00001"), "BTC", LIVE),
-        ("28458", "L0000000001", "main", D("67010"), D("0.01"), D("0.00001"), "BTC", LIVE),
+        ("28457", "L822b330000000001", "main", D("67000"), D("0.01"), D("0.00001"), "BTC", LIVE),
+        ("28458", "L822b330000000001", "main", D("67010"), D("0.01"), D("0.00001"), "BTC", LIVE),
     ]  # fmt: skip
     assert await env.kinds() == ["live_submit", "live_update", "live_update"]
     records = await env.records()
-    assert records[0]["order_id"] == "L0000000001"
+    assert records[0]["order_id"] == "L822b330000000001"
     assert records[2]["booked"] == [["BTC/USDT", "28457"], ["BTC/USDT", "28458"]]
     entries = {e.id: e for e in await env.ledger.entries(TENANT)}
     assert sorted(entries) == TRADE_IDS
@@ -90,12 +90,12 @@ async def test_limit_order_fills_in_part_is_cancelled_and_cannot_be_amended(env:
     service = env.service()
     placed = await service.submit(TENANT, limit("sell", "0.5", "70000", client_order_id="mine-1"))
     assert (placed.order.order_id, placed.order.client_order_id, placed.order.status) == (
-        "L0000000001", "mine-1", "accepted")  # fmt: skip
+        "L822b330000000001", "mine-1", "accepted")  # fmt: skip
     again = await service.submit(TENANT, limit("sell", "0.5", "70000", client_order_id="mine-1"))
     assert (again.new, again.order) == (False, placed.order)
     assert list(env.fake.orders) == [4_000_001]
     env.fake.fill(4_000_001, "0.2", time=NOW + 5)
-    cancelled = await service.cancel(TENANT, "L0000000001")
+    cancelled = await service.cancel(TENANT, "L822b330000000001")
     assert (cancelled.status, cancelled.filled, cancelled.close_reason) == (
         "cancelled", D("0.2"), "client")  # fmt: skip
     assert env.fake.orders[4_000_001]["status"] == "CANCELED"
@@ -106,16 +106,21 @@ async def test_limit_order_fills_in_part_is_cancelled_and_cannot_be_amended(env:
     assert cancelled.fees == D("14")
     assert await env.entry_ids() == ["binance:trade:BTCUSDT:28457"]
     deletes = exchange_calls(env, "DELETE")
-    assert await service.cancel(TENANT, "L0000000001") == cancelled  # final: unchanged
+    assert await service.cancel(TENANT, "L822b330000000001") == cancelled  # final: unchanged
     assert exchange_calls(env, "DELETE") == deletes
     with pytest.raises(OrderRejected) as refused:
-        await service.amend(TENANT, "L0000000001", price=D("71000"))
+        await service.amend(TENANT, "L822b330000000001", price=D("71000"))
     assert refused.value.rule == "not_amendable"
-    assert [o.order_id for o in await service.orders(TENANT, status="cancelled")] == ["L0000000001"]
+    assert [o.order_id for o in await service.orders(TENANT, status="cancelled")] == [
+        "L822b330000000001"
+    ]
     # Another tenant sees none of it and cannot cancel it.
     assert await service.orders("other") == []
     assert await service.fills("other") == []
-    for attempt in (service.order("other", "L0000000001"), service.cancel("other", "L0000000001")):
+    for attempt in (
+        service.order("other", "L822b330000000001"),
+        service.cancel("other", "L822b330000000001"),
+    ):
         with pytest.raises(OrderNotFound):
             await attempt
 
@@ -150,8 +155,8 @@ async def test_kill_switch_cancels_live_orders_on_the_exchange(env: Env) -> None
     await service.submit(TENANT, limit("buy", "0.1", "60000"))
     killed = await service.kill(TENANT, "main")
     assert [(o.order_id, o.status, o.close_reason) for o in killed] == [
-        ("L0000000001", "cancelled", "kill_switch"),
-        ("L0000000002", "cancelled", "kill_switch"),
+        ("L822b330000000001", "cancelled", "kill_switch"),
+        ("L822b330000000002", "cancelled", "kill_switch"),
     ]
     assert [o["status"] for o in env.fake.orders.values()] == ["CANCELED", "CANCELED"]
     again = await service.submit(TENANT, limit("sell", "0.1", "80000"))
@@ -168,10 +173,10 @@ async def test_an_exchange_refusal_is_not_kept_even_after_replay(env: Env) -> No
     assert await service.orders(TENANT) == []
     records = await env.records()
     assert [r["type"] for r in records] == ["live_submit", "live_update"]
-    assert (records[1]["removed"], records[1]["state_seq"]) == (["L0000000001"], 1)
+    assert (records[1]["removed"], records[1]["state_seq"]) == (["L822b330000000001"], 1)
     assert await env.service().orders(TENANT) == []
     accepted = await service.submit(TENANT, limit("buy", "0.1", "60000"))
-    assert accepted.order.order_id == "L0000000002"  # numbers are never reused
+    assert accepted.order.order_id == "L822b330000000002"  # numbers are never reused
 
 
 async def test_a_crash_between_submit_and_answer_is_settled_once_at_restart(env: Env) -> None:
@@ -183,7 +188,7 @@ async def test_a_crash_between_submit_and_answer_is_settled_once_at_restart(env:
 
     restarted = env.service()
     (order,) = await restarted.orders(TENANT)  # the log alone: sent, outcome unknown
-    assert (order.order_id, order.status) == ("L0000000001", "new")
+    assert (order.order_id, order.status) == ("L822b330000000001", "new")
     await env.made[-1].idle()  # the reconcile started by the first use
     (order,) = await restarted.orders(TENANT)
     assert (order.status, order.filled, order.average_price) == ("filled", D("0.02"), D("67005"))
@@ -202,13 +207,17 @@ async def test_a_create_without_answer_is_new_until_the_next_command_reconciles(
     service = env.service()
     env.fake.exchange.server.fail_next(ORDER_PATH, 503, {"code": -1001, "msg": "Internal error."})
     placed = await service.submit(TENANT, limit("sell", "0.1", "80000"))
-    assert (placed.new, placed.order.order_id, placed.order.status) == (True, "L0000000001", "new")
+    assert (placed.new, placed.order.order_id, placed.order.status) == (
+        True,
+        "L822b330000000001",
+        "new",
+    )
     assert env.fake.orders == {}
     second = await service.submit(TENANT, limit("sell", "0.1", "81000"))
     assert second.order.status == "accepted"
-    first = await service.order(TENANT, "L0000000001")
+    first = await service.order(TENANT, "L822b330000000001")
     assert (first.status, first.reject_rule) == ("rejected", "unknown_order")
-    assert [o["clientOrderId"] for o in env.fake.orders.values()] == ["L0000000002"]
+    assert [o["clientOrderId"] for o in env.fake.orders.values()] == ["L822b330000000002"]
 
 
 async def test_replay_rebuilds_every_live_state_exactly(env: Env) -> None:
@@ -217,7 +226,7 @@ async def test_replay_rebuilds_every_live_state_exactly(env: Env) -> None:
     await service.submit(TENANT, limit("sell", "0.5", "70000", client_order_id="mine-1"))
     await service.submit(TENANT, limit("buy", "1", "60000"))  # refused by the exchange
     env.fake.fill(4_000_002, "0.2", time=NOW + 5)
-    await service.cancel(TENANT, "L0000000002")
+    await service.cancel(TENANT, "L822b330000000002")
     await service.submit(TENANT, limit("buy", "0.01", "65000"))  # rests
     live = env.made[-1]
     states = await live.states(service, TENANT)
@@ -230,7 +239,7 @@ async def test_replay_rebuilds_every_live_state_exactly(env: Env) -> None:
     assert await replayed.fills(TENANT) == await service.fills(TENANT)
     assert await replayed.positions(TENANT) == await service.positions(TENANT)
     known = await replayed.submit(TENANT, limit("sell", "0.5", "70000", client_order_id="mine-1"))
-    assert (known.new, known.order.order_id) == (False, "L0000000002")
+    assert (known.new, known.order.order_id) == (False, "L822b330000000002")
 
 
 async def test_a_ledger_failure_keeps_fills_until_a_later_command(env: Env) -> None:
@@ -269,11 +278,11 @@ async def test_another_process_s_live_records_are_applied_before_the_next_comman
     assert await there.orders(TENANT) == []  # loaded before "here" places anything
     await here.submit(TENANT, limit("sell", "0.1", "80000"))
     placed = await there.submit(TENANT, limit("sell", "0.1", "81000"))
-    assert placed.order.order_id == "L0000000002"
-    cancelled = await there.cancel(TENANT, "L0000000001")  # placed by the other process
+    assert placed.order.order_id == "L822b330000000002"
+    cancelled = await there.cancel(TENANT, "L822b330000000001")  # placed by the other process
     assert (cancelled.status, cancelled.close_reason) == ("cancelled", "client")
     assert [(o.order_id, o.status) for o in await here.orders(TENANT)] == [
-        ("L0000000001", "cancelled"), ("L0000000002", "accepted")]  # fmt: skip
+        ("L822b330000000001", "cancelled"), ("L822b330000000002", "accepted")]  # fmt: skip
     assert await env.made[0].states(here, TENANT) == await env.made[1].states(there, TENANT)
 
 
@@ -281,16 +290,16 @@ async def test_a_seq_taken_meanwhile_decides_a_submit_again_but_never_resends(en
     env.log = RacingLog(env.store, race={1})  # before the live_submit
     service = env.service()
     placed = await service.submit(TENANT, limit("sell", "0.1", "80000"))
-    assert (placed.order.order_id, placed.order.status) == ("L0000000001", "accepted")
+    assert (placed.order.order_id, placed.order.status) == ("L822b330000000001", "accepted")
     assert await env.kinds() == ["revive", "live_submit", "live_update"]
 
     env.log = RacingLog(env.store, race={2})  # before the live_update: the answer is kept
     racing = env.service()
     second = await racing.submit(TENANT, limit("sell", "0.1", "81000"))
-    assert (second.order.order_id, second.order.status) == ("L0000000002", "accepted")
+    assert (second.order.order_id, second.order.status) == ("L822b330000000002", "accepted")
     assert (await env.kinds())[3:] == ["live_submit", "revive", "live_update"]
     assert [o["clientOrderId"] for o in env.fake.orders.values()] == [
-        "L0000000001", "L0000000002"]  # fmt: skip
+        "L822b330000000001", "L822b330000000002"]  # fmt: skip
     replayed = env.service()
     assert await replayed.orders(TENANT) == await racing.orders(TENANT)
     assert [o.status for o in await replayed.orders(TENANT)] == ["accepted", "accepted"]

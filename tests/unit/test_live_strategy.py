@@ -37,7 +37,7 @@ async def test_a_live_strategy_places_one_real_order_per_signal(env: Env) -> Non
     await trader.handle(signal)  # redelivered: the same client order id, nothing sent
     (order,) = await service.orders(TENANT)
     assert (order.order_id, order.venue, order.side, order.status, order.average_price) == (
-        "L0000000001", LIVE, "buy", "filled", D("67000"))  # fmt: skip
+        "L822b330000000001", LIVE, "buy", "filled", D("67000"))  # fmt: skip
     assert list(env.fake.orders) == [4_000_001]
     assert trader.placed == 1
     assert await env.entry_ids() == ["binance:trade:BTCUSDT:28457"]

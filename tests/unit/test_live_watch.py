@@ -37,7 +37,7 @@ async def test_fills_made_between_commands_arrive_at_the_next_poll(env: Env) -> 
     env.fake.fill(4_000_001, "0.2", time=NOW + 5)
     env.published.clear()
     assert await watch.poll() == 1
-    order = await api.order(TENANT, "L0000000001")  # the API process catches up
+    order = await api.order(TENANT, "L822b330000000001")  # the API process catches up
     assert (order.status, order.filled) == ("partially_filled", D("0.2"))
     assert [(f.trade_id, f.quantity, f.price) for f in await api.fills(TENANT)] == [
         ("28457", D("0.2"), D("70000"))]  # fmt: skip
@@ -46,7 +46,7 @@ async def test_fills_made_between_commands_arrive_at_the_next_poll(env: Env) -> 
         ("order", "partially_filled"), ("fill", None)]  # fmt: skip
     env.fake.fill(4_000_001, "0.3", time=NOW + 6)
     assert await watch.poll() == 1
-    assert (await api.order(TENANT, "L0000000001")).status == "filled"
+    assert (await api.order(TENANT, "L822b330000000001")).status == "filled"
     assert len(await env.entry_ids()) == 2
     assert await watch.poll() == 0  # nothing open, everything booked: no exchange call
     assert (watch.polls, watch.reconciled) == (4, 3)

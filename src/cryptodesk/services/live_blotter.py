@@ -23,6 +23,7 @@ records say how, so replaying them rebuilds every state exactly.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal
@@ -96,11 +97,19 @@ def request_of(record: Record) -> OrderRequest:
                         client_order_id=r["client_order_id"], venue=record["venue"])  # fmt: skip
 
 
+def tenant_tag(tenant: str) -> str:
+    """Six hex digits naming ``tenant`` in its live order ids, which are the client order
+    ids the exchanges see: two tenants trading on one exchange account never send the
+    same id."""
+    return hashlib.sha256(tenant.encode()).hexdigest()[:6]
+
+
 class LiveBlotter:
     """One tenant's live orders and fills on every (venue, account), rebuilt by
-    ``apply``; order ids are ``L`` + sequence across the tenant."""
+    ``apply``; order ids are ``L`` + the tenant's tag + sequence across the tenant."""
 
-    def __init__(self) -> None:
+    def __init__(self, tag: str = "") -> None:
+        self.tag = tag
         self.states: dict[VenueKey, LiveState] = {}
         self.unbooked: dict[VenueKey, dict[FillKey, None]] = {}  # fills not in the ledger yet
         self.seq = 0  # live orders numbered so far
@@ -110,7 +119,7 @@ class LiveBlotter:
         self._known: dict[tuple[str, str], str] = {}  # (account, caller's id) -> order id
 
     def next_order_id(self) -> str:
-        return f"L{self.seq + 1:010d}"
+        return f"L{self.tag}{self.seq + 1:010d}"
 
     def state(self, key: VenueKey) -> LiveState:
         from cryptodesk.services.live_venue import LiveState
@@ -139,7 +148,7 @@ class LiveBlotter:
     def note_submit(self, record: Record) -> None:
         """What a ``live_submit`` numbers and names (the venue state is left alone)."""
         order_id, client_id = record["order_id"], record["request"]["client_order_id"]
-        self.seq = max(self.seq, int(order_id[1:]))
+        self.seq = max(self.seq, int(order_id[-10:]))
         self._where[order_id] = (record["venue"], record["account"])
         self._client_ids[order_id] = client_id
         if client_id is not None:
@@ -216,7 +225,7 @@ class LiveBlotter:
         """Live fills by order id, then in the order they were learnt (fills of one
         order are never reordered, which the API's paging relies on)."""
         found = [
-            (int(f.order_id[1:]), n, f) for state in self.states.values()
+            (int(f.order_id[-10:]), n, f) for state in self.states.values()
             for n, f in enumerate(state.fills.values())
             if account in (None, f.account) and symbol in (None, f.symbol)
         ]  # fmt: skip

@@ -33,6 +33,7 @@ from cryptodesk.services.live_blotter import (
     before,
     changes,
     submit_record,
+    tenant_tag,
 )
 from cryptodesk.services.live_risk import admit
 from cryptodesk.services.market_queries import Unavailable
@@ -91,9 +92,9 @@ class LiveOrders:
     def owns(order_id: str) -> bool:
         return order_id.startswith("L")
 
-    def blotter(self) -> LiveBlotter:
-        """A new, empty blotter for a tenant being rebuilt."""
-        return LiveBlotter()
+    def blotter(self, tenant: str) -> LiveBlotter:
+        """A new, empty blotter for ``tenant``, being rebuilt."""
+        return LiveBlotter(tenant_tag(tenant))
 
     async def ready(self) -> None:
         """Load the live venue's code (and ccxt, seconds of work) in a worker thread,

@@ -327,7 +327,7 @@ class OrderService(OrderQueries):
         manager = OrderManager.replay(chosen, risk, log, clock=self._clock, paper=self.paper,
                                       paper_max_age_ms=self._paper_max_age_ms)  # fmt: skip
         state = TenantState(
-            manager, log, 0, live=None if self.live is None else self.live.blotter()
+            manager, log, 0, live=None if self.live is None else self.live.blotter(tenant)
         )
         for record in history:
             _learn(state, record)

@@ -313,7 +313,7 @@ def _page(
 
 
 def _order_key(order: Order) -> int:
-    number = int(order.order_id[1:])
+    number = int(order.order_id[-10:])  # ids end in their ten-digit sequence
     return LIVE_KEYS + number if order.venue.startswith("live:") else number
 
 
@@ -325,7 +325,7 @@ def _fill_keys(fills: list[Fill]) -> list[int]:
     for fill in fills:
         if fill.venue.startswith("live:"):
             n = seen[fill.order_id] = seen.get(fill.order_id, -1) + 1
-            keys.append(LIVE_KEYS + int(fill.order_id[1:]) * 10**4 + n)
+            keys.append(LIVE_KEYS + int(fill.order_id[-10:]) * 10**4 + n)
         else:
             keys.append(int(fill.trade_id[1:]) * 10**10 + int(fill.order_id[1:]))
     return keys
