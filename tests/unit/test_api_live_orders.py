@@ -93,7 +93,8 @@ async def test_place_list_page_cancel_and_position_live_orders(api: Api) -> None
 
         listed = (await c.get(ORDERS)).json()["orders"]
         assert [(o["order_id"], o["venue"]) for o in listed] == [
-            ("O0000000001", "internal"), ("L822b330000000001", LIVE), ("L822b330000000002", LIVE)]  # fmt: skip
+            ("O0000000001", "internal"), ("L822b330000000001", LIVE),
+            ("L822b330000000002", LIVE)]  # fmt: skip
         assert await pages(c, ORDERS, "orders") == listed
         live_only = (await c.get(ORDERS, params={"account": "main", "status": "filled"})).json()
         assert [o["order_id"] for o in live_only["orders"]] == ["L822b330000000001"]
