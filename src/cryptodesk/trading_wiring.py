@@ -18,6 +18,7 @@ from cryptodesk.config import Settings
 
 if TYPE_CHECKING:
     from cryptodesk.services.live_orders import Gateway, LiveOrders
+    from cryptodesk.services.live_watch import OrderStream, StreamFactory
     from cryptodesk.services.order_service import OrderService, UpdateHook
     from cryptodesk.services.ws_channels import InternalBooks
 
@@ -149,5 +150,24 @@ def start_trading_compute(
         tasks["signal-trader"] = asyncio.create_task(trader.run(stop))
     if s.paper_venue_exchanges():
         tasks["paper-feed"] = asyncio.create_task(PaperFeed(bus, service).run(stop))
-    watch = LiveWatch(service, poll_seconds=s.live_poll_seconds)
+    watch = LiveWatch(service, poll_seconds=s.live_poll_seconds, streams=_order_streams(s))
     tasks["live-watch"] = asyncio.create_task(watch.run(stop))
+
+
+def _order_streams(s: Settings) -> StreamFactory:
+    """An exchange account's pushed order updates (ccxt.pro), at the exchange's
+    configured hosts; ccxt is imported in a worker thread (seconds of work)."""
+
+    async def make(exchange: str, credentials: Any, account: str) -> OrderStream:
+        module = await asyncio.to_thread(
+            importlib.import_module, "cryptodesk.adapters.exchanges.ccxt_order_stream"
+        )
+        config = s.exchange_config.get(exchange)
+        stream: OrderStream = module.CcxtOrderStream(
+            exchange, credentials, account=account,
+            http_url=config.http_url if config is not None and config.http_url else None,
+            ws_url=config.ws_url if config is not None and config.ws_url else None,
+        )  # fmt: skip
+        return stream
+
+    return make

@@ -39,6 +39,7 @@ from cryptodesk.trading.pretrade import RiskLimits
 from tests.fakes.binance import T0, FakeBinance
 from tests.fakes.binance_account import FakeBinanceAccount
 from tests.fakes.binance_orders import FakeBinanceOrders
+from tests.fakes.binance_user_stream import FakeBinanceUserStream
 
 D = Decimal
 # The example key pair of Binance's request-security documentation.
@@ -119,6 +120,7 @@ class Env:
         self.cache = MemoryCache()
         self.made: list[LiveOrders] = []
         self.published: list[dict[str, Any]] = []
+        self.user: FakeBinanceUserStream | None = None  # the account's user data stream
 
     @property
     def url(self) -> str:
@@ -180,6 +182,7 @@ async def open_env(tmp_path: Path, template: Path) -> AsyncIterator[Env]:
     exchange.set_book("BTCUSDT", [("66990.00", "0.5")],
                       [("67000.00", "0.01"), ("67010.00", "1")], last_update_id=1)  # fmt: skip
     fake = FakeBinanceOrders(account)  # routes are mounted before the server starts
+    user = FakeBinanceUserStream(fake)
     db = tmp_path / "live.db"
     shutil.copyfile(template, db)
     engine = create_engine(f"sqlite+aiosqlite:///{db}")
@@ -195,6 +198,7 @@ async def open_env(tmp_path: Path, template: Path) -> AsyncIterator[Env]:
         await ledger.add_account(TENANT, spec)
     await exchange.start()
     env = Env(fake, engine, ledger)
+    env.user = user
     await env.book()
     try:
         yield env

@@ -5,15 +5,17 @@ process or in one that never placed it."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from cryptodesk.adapters.exchanges.ccxt_order_stream import CcxtOrderStream
 from cryptodesk.services.live_watch import LiveWatch
 from cryptodesk.services.order_service import OrderService, default_instruments
 from tests.unit._ledger_api import migrated_template
-from tests.unit._live_orders import NOW, TENANT, D, Env, limit, open_env
+from tests.unit._live_orders import KEY, LIVE, NOW, SECRET, TENANT, D, Env, limit, open_env
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +74,72 @@ async def test_run_polls_until_stopped_then_closes_the_exchange_sessions(env: En
     assert watch.polls >= 3
     assert watch.reconciled == watch.polls  # the order stays open: every round asks
     assert env.made[-1]._gateways == {}  # closed
+
+
+def fills_published(env: Env) -> int:
+    return sum(1 for update in env.published if update["event"] == "fill")
+
+
+async def until(check: Callable[[], bool], task: asyncio.Task[None]) -> None:
+    for _ in range(2_000):  # ~10 s at most
+        if check():
+            return
+        if task.done():
+            task.result()
+            raise AssertionError("the watch ended")
+        await asyncio.sleep(0.005)
+    raise AssertionError("condition never held")
+
+
+async def test_a_pushed_update_reconciles_at_once_and_a_dropped_stream_catches_up(
+    env: Env,
+) -> None:
+    api = env.service()
+    await api.submit(TENANT, limit("sell", "0.5", "70000"))
+    exchange = env.fake.exchange
+
+    async def streams(name: str, credentials: Any, account: str) -> CcxtOrderStream:
+        return CcxtOrderStream(name, credentials, account=account, http_url=exchange.base_url,
+                               ws_url=exchange.ws_url)  # fmt: skip
+
+    # No poll but the first: whatever follows comes through the stream.
+    watch = LiveWatch(env.service(), poll_seconds=3600, streams=streams, retry_delay=0.01)
+    stop = asyncio.Event()
+    task = asyncio.create_task(watch.run(stop))
+    try:
+        # The first poll's reconcile, then the one after the subscribe: then idle.
+        await until(lambda: watch.subscribes == 1 and watch.reconciled == 2, task)
+        assert watch.listening == [(TENANT, LIVE, "main")]
+        env.fake.fill(4_000_001, "0.2", time=NOW + 5)  # the fake pushes an executionReport
+        await until(lambda: fills_published(env) == 1, task)
+        order = await api.order(TENANT, "L822b330000000001")
+        assert (order.status, order.filled) == ("partially_filled", D("0.2"))
+        assert watch.pushes >= 1
+        # The stream drops; a fill while nobody listens is read over REST after the
+        # resubscribe.
+        await exchange.drop_websockets()
+        env.fake.fill(4_000_001, time=NOW + 6)
+        await until(lambda: watch.subscribes == 2 and fills_published(env) == 2, task)
+        assert (await api.order(TENANT, "L822b330000000001")).status == "filled"
+        await until(lambda: watch.listening == [], task)  # nothing open: the stream closes
+        assert watch.polls == 1
+    finally:
+        stop.set()
+        await task
+
+
+async def test_the_compute_role_s_streams_dial_the_configured_hosts(env: Env) -> None:
+    from cryptodesk.config import Settings
+    from cryptodesk.portfolio.accounts import ExchangeCredentials
+    from cryptodesk.trading_wiring import _order_streams
+
+    exchange = env.fake.exchange
+    settings = Settings(exchange_config={"binance": {"http_url": exchange.base_url,
+                                                     "ws_url": exchange.ws_url}})  # fmt: skip
+    stream = await _order_streams(settings)("binance", ExchangeCredentials(KEY, SECRET), "main")
+    try:
+        await stream.subscribe()
+        assert env.user is not None
+        await env.user.wait_subscribed()
+    finally:
+        await stream.close()

@@ -261,6 +261,11 @@ class LiveBlotter:
             out.append((book.get(name, symbol), last.price))
         return out
 
+    def open_venues(self) -> list[VenueKey]:
+        """The (venue, account) pairs with an order open on their exchange."""
+        return [key for key, state in self.states.items()
+                if any(o.is_open for o in state.orders.values())]  # fmt: skip
+
     def needs_settling(self) -> bool:
         """True while an order may be open on an exchange or a fill is not booked."""
         return any(o.is_open for s in self.states.values() for o in s.orders.values()) or any(

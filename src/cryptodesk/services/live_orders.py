@@ -96,6 +96,11 @@ class LiveOrders:
         """A new, empty blotter for ``tenant``, being rebuilt."""
         return LiveBlotter(tenant_tag(tenant))
 
+    async def credentials(self, tenant: str, exchange: str, account: str) -> Any:
+        """The API credentials of the tenant's ledger account on ``exchange`` (for the
+        account's order stream); ``OrderRejected`` as for an order."""
+        return await exchange_credentials(self._ledger, tenant, exchange, account)
+
     async def ready(self) -> None:
         """Load the live venue's code (and ccxt, seconds of work) in a worker thread,
         before a rebuild first needs it, so the event loop never stalls on it."""

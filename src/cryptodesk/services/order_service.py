@@ -255,6 +255,11 @@ class OrderService(OrderQueries):
         if self.live is not None:
             await self.live.close()
 
+    def live_open_venues(self, tenant: str) -> list[tuple[str, str]]:
+        """The loaded tenant's (venue, account) pairs with an order open on an exchange."""
+        state = self._tenants.get(tenant)
+        return [] if state is None or state.live is None else state.live.open_venues()
+
     def live_pending(self) -> list[str]:
         """Loaded tenants whose live venues may still change (an order open on an
         exchange, or a fill not in the ledger yet)."""
