@@ -1,4 +1,5 @@
-"""kill -9 right after an order is acknowledged, restart: no accepted order is lost.
+"""kill -9 right after an order is acknowledged, restart: no accepted order is lost
+(internal and paper venues).
 
 The promise of docs/trading.md ("Durability"): the order log is written before the
 answer, and a restart replays it. ``cryptodesk serve`` runs on the embedded SQLite
@@ -145,3 +146,37 @@ def test_an_acknowledged_order_survives_kill9_and_keeps_its_place(server_factory
             ("alice", Decimal("0.5"), Decimal(60004)),
             ("bob", Decimal("-0.5"), Decimal(60004)),
         ]
+
+
+def test_paper_venue_orders_survive_kill9(server_factory, tmp_path):
+    data = tmp_path / "data"
+    first: Server = server_factory(data, **SERVE)
+    headers = first.auth("trader", TENANT)
+    paper = {"account": "carol", "side": "buy", "quantity": "0.01", "venue": "paper:sim"}
+    with httpx.Client(base_url=first.url, headers=headers, timeout=30) as c:
+        r = c.post("/api/v1/paper/deposits",
+                   json={"account": "carol", "asset": "USDT", "amount": "1000"})  # fmt: skip
+        assert r.status_code == 201, r.text
+        # Far below the simulated market: they rest (a GTC paper order needs no book).
+        kept = place(c, **paper, price="1000", client_order_id="carol-1")
+        gone = place(c, **paper, price="900")
+        r = c.delete(f"/api/v1/orders/{gone['order_id']}")
+        assert r.status_code == 200, r.text
+        cancelled = exact("orders", r.json())
+    first.proc.send_signal(signal.SIGKILL)
+    assert first.proc.wait(timeout=30) == -signal.SIGKILL
+    assert pick([kept, cancelled], "order_id", "venue", "status") == [
+        ("O0000000001", "paper:sim", "accepted"),
+        ("O0000000002", "paper:sim", "cancelled"),
+    ]
+
+    second: Server = server_factory(data, **SERVE)
+    with httpx.Client(base_url=second.url, headers=headers, timeout=30) as c:
+        assert listing(c, "orders") == [kept, cancelled]
+        assert place(c, 200, **paper, price="1000", client_order_id="carol-1") == kept
+        # The resting order still holds its funds: 0.01 x 1000 x 1.001 of the 1000 USDT.
+        r = c.post("/api/v1/paper/deposits",
+                   json={"account": "carol", "asset": "USDT", "amount": "1"})  # fmt: skip
+        assert r.status_code == 201, r.text
+        assert (Decimal(r.json()["available"]), Decimal(r.json()["reserved"])) == (
+            Decimal("990.99"), Decimal("10.01"))  # fmt: skip
