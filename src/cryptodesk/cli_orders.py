@@ -275,10 +275,10 @@ def list_orders(
     if shape == "json":
         _print([_order(o) for o in found])
         return
-    head = ("ORDER_ID", "ACCOUNT", "SYMBOL", "SIDE", "TYPE", "PRICE", "QUANTITY", "FILLED",
-            "STATUS")  # fmt: skip
+    head = ("ORDER_ID", "VENUE", "ACCOUNT", "SYMBOL", "SIDE", "TYPE", "PRICE", "QUANTITY",
+            "FILLED", "STATUS")  # fmt: skip
     rows = [head] + [
-        (o.order_id, o.account, o.symbol, o.side, o.type,
+        (o.order_id, o.venue, o.account, o.symbol, o.side, o.type,
          "-" if o.price is None else str(o.price), str(o.quantity), str(o.filled), o.status)
         for o in found
     ]  # fmt: skip

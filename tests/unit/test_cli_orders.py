@@ -124,9 +124,10 @@ def test_crossing_orders_trade_and_show_in_list_fills_and_positions(db: Path) ->
     table = cli("list", *T, "--format", "table")
     assert table.exit_code == 0, table.output
     assert table.stdout.splitlines() == [
-        "ORDER_ID     ACCOUNT  SYMBOL    SIDE  TYPE   PRICE  QUANTITY  FILLED   STATUS",
-        "O0000000001  bob      BTC/USDT  sell  limit  60000  0.5       0.20000  partially_filled",
-        "O0000000002  alice    BTC/USDT  buy   limit  60010  0.2       0.20000  filled",
+        "ORDER_ID     VENUE     ACCOUNT  SYMBOL    SIDE  TYPE   PRICE  QUANTITY  FILLED   STATUS",
+        "O0000000001  internal  bob      BTC/USDT  sell  limit  60000  0.5       0.20000  "
+        "partially_filled",
+        "O0000000002  internal  alice    BTC/USDT  buy   limit  60010  0.2       0.20000  filled",
     ]
 
     fills = ok("fills", *T)
