@@ -234,16 +234,7 @@ class OrderManager(Venue):
         engine = self._engines.get(request.symbol)  # a rejection must not create a book
         ticks = None if engine is None else engine.last_price
         last = None if ticks is None else instrument.price(ticks)
-        account, symbol = request.account, request.symbol
-        self.risk.check(request, instrument, order_id=order_id, last_price=last,
-                        position=self.position_of(account, symbol),
-                        open_orders=lambda: self.open_orders(account, symbol))  # fmt: skip
-        protection = None
-        if request.type == "market" and last is not None:
-            protection = self.risk.protection_price(request.symbol, request.side, last)
-        elif request.type == "stop_market" and request.stop_price is not None:
-            protection = self.risk.protection_price(request.symbol, request.side,
-                                                    request.stop_price)  # fmt: skip
+        protection = self._check_risk(request, instrument, order_id, last)
         return _submit_record(
             request, order_id, ts, instrument, protection, self.risk.balances.reservation(order_id)
         )
@@ -258,13 +249,7 @@ class OrderManager(Venue):
         _check_choices(request)
         last = paper.admit(request, ts)
         instrument = self.instruments[request.symbol]
-        account, symbol = request.account, request.symbol
-        self.risk.check(request, instrument, order_id=order_id, last_price=last,
-                        position=self.position_of(account, symbol),
-                        open_orders=lambda: self.open_orders(account, symbol))  # fmt: skip
-        protection = None
-        if request.type == "market" and last is not None:
-            protection = self.risk.protection_price(request.symbol, request.side, last)
+        protection = self._check_risk(request, instrument, order_id, last)
         walk = paper.walk(request, ts, request.price if protection is None else protection)
         record = _submit_record(request, order_id, ts, instrument, protection,
                                 self.risk.balances.reservation(order_id))  # fmt: skip
@@ -272,6 +257,21 @@ class OrderManager(Venue):
         record["takes"] = [[str(price), str(quantity)] for price, quantity in walk.takes]
         record["early_close"] = walk.early_close
         return record
+
+    def _check_risk(self, request: OrderRequest, instrument: Instrument, order_id: str,
+                    last: Decimal | None) -> Decimal | None:  # fmt: skip
+        """Pre-trade risk for a new order on any venue (its funds are reserved under
+        ``order_id`` by then); its protection price: the worst a market order (from
+        ``last``) or a stop-market order (from its stop) may fill at, else None."""
+        account, symbol = request.account, request.symbol
+        self.risk.check(request, instrument, order_id=order_id, last_price=last,
+                        position=self.position_of(account, symbol),
+                        open_orders=lambda: self.open_orders(account, symbol))  # fmt: skip
+        if request.type == "market" and last is not None:
+            return self.risk.protection_price(symbol, request.side, last)
+        if request.type == "stop_market" and request.stop_price is not None:
+            return self.risk.protection_price(symbol, request.side, request.stop_price)
+        return None
 
     def _route(self, request: OrderRequest, ts: int) -> str:
         """The venue a ``best`` market order goes to (see the module docstring)."""
