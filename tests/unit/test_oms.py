@@ -1,5 +1,6 @@
 """The order manager: worked examples of every order's life, fills, balances and the log."""
 
+import contextlib
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any
@@ -387,3 +388,55 @@ def test_an_amend_that_reprices_or_grows_passes_pre_trade_risk_a_shrink_always_p
     assert desk.oms.order(buy.order_id).status == "cancelled"  # type: ignore[union-attr]
     # Refused amends logged nothing; the shrink, the re-price and the kills did.
     assert [r["type"] for r in desk.log.records()[records:]] == ["amend", "kill", "amend", "kill"]
+
+
+def test_every_update_is_the_order_or_fill_as_a_reader_sees_it_at_that_moment() -> None:
+    """Orders are kept as mutable records and published without building a view: each
+    published order must equal ``order_dict`` of the order read right after the command,
+    and each fill ``fill_dict`` of the stored fill."""
+    from cryptodesk.trading.order_state import fill_dict, order_dict
+
+    desk = Desk()
+    commands = [
+        lambda: desk.submit("b", "sell", "0.3", "30000"),
+        lambda: desk.submit("c", "sell", "0.5", "30000.5", client_order_id="c-1"),
+        lambda: desk.submit("a", "buy", "0.2", "29999"),
+        lambda: desk.submit("a", "buy", "0.6", "30001"),  # takes 0.3, rests 0.3
+        lambda: desk.oms.amend("c", "O0000000002", price=D("30001"), quantity=D("0.4")),
+        lambda: desk.submit("a", "buy", "0.5", type="market", time_in_force="ioc"),
+        lambda: desk.submit("b", "sell", "0.1", "29990", stop_price=None, post_only=True),
+        lambda: desk.oms.cancel("a", "O0000000003"),
+        lambda: desk.submit(
+            "c", "buy", "1", type="stop_limit", price="31000", stop_price=D("30500")
+        ),
+    ]
+    seen = 0
+    for command in commands:
+        with contextlib.suppress(OrderRejected):  # a refused amend: nothing published
+            command()
+        updates = desk.oms.take_updates()
+        last = {u["order_id"]: u for u in updates if u["event"] == "order"}
+        for order_id, update in last.items():
+            if order_id:  # a rejection has no id: its update is its returned order
+                assert update == {"event": "order", **order_dict(desk.oms.order(order_id))}
+        fills = {(f.trade_id, f.order_id): f for a in "abc" for f in desk.oms.fills(a)}
+        for update in updates:
+            if update["event"] == "fill":
+                fill = fills[(update["trade_id"], update["order_id"])]
+                assert update == {"event": "fill", **fill_dict(fill)}
+                seen += 1
+    assert seen >= 6  # the flow really traded (maker and taker sides)
+
+
+def test_an_order_read_earlier_is_a_snapshot_that_later_changes_leave_alone() -> None:
+    desk = Desk()
+    resting = desk.submit("b", "sell", "1", "30000")
+    assert resting.status == "accepted"
+    desk.submit("a", "buy", "0.4", "30000")
+    assert got(resting, "status filled fees average_price") == ("accepted", 0, 0, None)
+    now = desk.oms.order(resting.order_id)
+    assert got(now, "status filled fees") == ("partially_filled", D("0.4"), D(6))
+    assert now is desk.oms.order(resting.order_id)  # unchanged since: the same view
+    desk.oms.amend("b", resting.order_id, quantity=D("0.9"))
+    assert now.quantity == 1
+    assert got(desk.oms.order(resting.order_id), "quantity") == (D("0.9"),)

@@ -9,7 +9,7 @@ side. Exact decimals; a move an account cannot cover raises and moves nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal, localcontext
+from decimal import Decimal
 
 from cryptodesk.domain.errors import DomainError
 from cryptodesk.domain.orders import Fill
@@ -67,7 +67,7 @@ class Balances:
                 f"quantity needs {plain(amount)} {asset} but {account} has {plain(free)} available",
                 field="quantity",
             )
-        _bump(self._available, account, asset, -amount)
+        _drop(self._available, account, asset, amount)
         _bump(self._reserved, account, asset, amount)
         self._orders[order_id] = _Reservation(account, asset, amount)
 
@@ -93,48 +93,51 @@ class Balances:
         A fee in the received asset is taken from what arrives; a fee in a
         third asset (an exchange token) from that asset's available amount.
         """
-        with localcontext(EXACT):
-            notional = fill.price * fill.quantity
-            fee = fill.fee if fill.fee_asset else _ZERO
-            gave, got = (quote, base) if fill.side == "buy" else (base, quote)
-            pay = notional if fill.side == "buy" else fill.quantity
-            receive = fill.quantity if fill.side == "buy" else notional
-            if fee and fill.fee_asset == gave:
-                pay += fee
-            elif fee and fill.fee_asset == got:
-                receive -= fee
-            held = self._orders.get(fill.order_id)
-            from_reserved = min(pay, held.amount) if held is not None else _ZERO
-            if held is not None and held.asset != gave:
-                message = f"order {fill.order_id} reserved {held.asset}, the fill pays {gave}"
-                raise DomainError(message, field="order_id")
-            owing = {gave: pay - from_reserved}
-            if fee and fill.fee_asset not in (gave, got):
-                owing[fill.fee_asset] = fee
-            for asset, amount in owing.items():  # check before moving anything
-                if amount > self.available(fill.account, asset):
-                    raise DomainError(
-                        f"fill {fill.trade_id} needs {plain(amount)} {asset} more than "
-                        f"{fill.account} has",
-                        field="quantity",
-                    )
-            if held is not None and from_reserved:
-                self._take_reserved(fill.order_id, held, from_reserved)
-            for asset, amount in owing.items():
-                _bump(self._available, fill.account, asset, -amount)
-            _bump(self._available, fill.account, got, receive)
+        notional = EXACT.multiply(fill.price, fill.quantity)
+        fee = fill.fee if fill.fee_asset else _ZERO
+        gave, got = (quote, base) if fill.side == "buy" else (base, quote)
+        pay = notional if fill.side == "buy" else fill.quantity
+        receive = fill.quantity if fill.side == "buy" else notional
+        if fee and fill.fee_asset == gave:
+            pay = EXACT.add(pay, fee)
+        elif fee and fill.fee_asset == got:
+            receive = EXACT.subtract(receive, fee)
+        held = self._orders.get(fill.order_id)
+        from_reserved = min(pay, held.amount) if held is not None else _ZERO
+        if held is not None and held.asset != gave:
+            message = f"order {fill.order_id} reserved {held.asset}, the fill pays {gave}"
+            raise DomainError(message, field="order_id")
+        owing = {gave: EXACT.subtract(pay, from_reserved)}
+        if fee and fill.fee_asset not in (gave, got):
+            owing[fill.fee_asset] = fee
+        for asset, amount in owing.items():  # check before moving anything
+            if amount > self.available(fill.account, asset):
+                raise DomainError(
+                    f"fill {fill.trade_id} needs {plain(amount)} {asset} more than "
+                    f"{fill.account} has",
+                    field="quantity",
+                )
+        if held is not None and from_reserved:
+            self._take_reserved(fill.order_id, held, from_reserved)
+        for asset, amount in owing.items():
+            _drop(self._available, fill.account, asset, amount)
+        _bump(self._available, fill.account, got, receive)
 
     def _take_reserved(self, order_id: str, held: _Reservation, amount: Decimal) -> None:
-        with localcontext(EXACT):
-            held.amount -= amount
-        _bump(self._reserved, held.account, held.asset, -amount)
+        held.amount = EXACT.subtract(held.amount, amount)
+        _drop(self._reserved, held.account, held.asset, amount)
         if not held.amount:
             del self._orders[order_id]
 
 
 def _bump(book: dict[tuple[str, str], Decimal], account: str, asset: str, amount: Decimal) -> None:
-    with localcontext(EXACT):
-        book[(account, asset)] = book.get((account, asset), _ZERO) + amount
+    key = (account, asset)
+    book[key] = EXACT.add(book.get(key, _ZERO), amount)
+
+
+def _drop(book: dict[tuple[str, str], Decimal], account: str, asset: str, amount: Decimal) -> None:
+    key = (account, asset)
+    book[key] = EXACT.subtract(book.get(key, _ZERO), amount)
 
 
 def _positive(amount: Decimal, name: str) -> None:

@@ -33,7 +33,7 @@ from cryptodesk.domain.errors import DomainError
 from cryptodesk.domain.market import OrderBook
 from cryptodesk.domain.orders import ORDER_TYPES, SIDES, TIMES_IN_FORCE, OrderRequest, Side
 from cryptodesk.trading.errors import OrderRejected
-from cryptodesk.trading.instruments import Instrument, plain
+from cryptodesk.trading.instruments import Grid, Instrument, plain
 from cryptodesk.trading.matching import SelfTrade
 from cryptodesk.trading.order_log import OrderLog, Record
 from cryptodesk.trading.order_state import Order, order_dict
@@ -101,11 +101,12 @@ class OrderManager(Venue):
                 return known
         ts = self._clock()
         order_id = f"O{self._order_seq + 1:010d}"
+        grid: Grid | None = None
         try:
             if request.venue == "best":
                 request = replace(request, venue=self._route(request, ts))
             if request.venue == "internal":
-                record = self._admit(request, order_id, ts)
+                record, grid, protection = self._admit(request, order_id, ts)
             else:
                 record = self._admit_paper(request, order_id, ts)
         except OrderRejected as error:
@@ -118,17 +119,25 @@ class OrderManager(Venue):
         except BaseException:
             self.risk.balances.release(order_id)  # never logged: it never happened
             raise
-        self.apply(logged)
-        return self._view(order_id)
+        if grid is None:
+            self.apply(logged)
+            return self._view(order_id)
+        # What ``apply`` would do with the record, from what was decided (no re-parsing).
+        self._seq = logged["seq"]
+        return self._place(request, order_id, ts, grid, protection).view
 
     def cancel(self, account: str, order_id: str) -> Order:
         """Cancel an open order; an order already final is returned unchanged."""
-        view = self._owned_view(account, order_id)
-        if view.is_open:
-            where = {} if view.venue == "internal" else {"venue": view.venue}
-            self.apply(self._record({"ts": self._clock(), "type": "cancel", "order_id": order_id,
-                                      **where}))  # fmt: skip
-        return self._view(order_id)
+        live = self._orders.get(order_id)
+        if live is None or live.request.account != account:  # a paper order, or no order
+            view = self._owned_view(account, order_id)
+            if view.is_open:
+                self.apply(self._record({"ts": self._clock(), "type": "cancel",
+                                          "order_id": order_id, "venue": view.venue}))  # fmt: skip
+            return self._view(order_id)
+        if live.is_open:
+            self.apply(self._record({"ts": self._clock(), "type": "cancel", "order_id": order_id}))
+        return live.view
 
     def on_book(self, book: OrderBook) -> int:
         """Hand ``book`` to the paper venue of its exchange (if this manager runs one) and
@@ -224,8 +233,11 @@ class OrderManager(Venue):
 
     # ---- deciding -----------------------------------------------------------------------
 
-    def _admit(self, request: OrderRequest, order_id: str, ts: int) -> Record:
-        """Validate and risk-check ``request`` (its funds are reserved by then): its record."""
+    def _admit(
+        self, request: OrderRequest, order_id: str, ts: int
+    ) -> tuple[Record, Grid, Decimal | None]:
+        """Validate and risk-check ``request`` (its funds are reserved by then): its record,
+        its grid and its protection price."""
         _check_choices(request)
         instrument = self.instruments.get(request.symbol)
         if instrument is None:
@@ -234,10 +246,10 @@ class OrderManager(Venue):
         engine = self._engines.get(request.symbol)  # a rejection must not create a book
         ticks = None if engine is None else engine.last_price
         last = None if ticks is None else instrument.price(ticks)
-        protection = self._check_risk(request, instrument, order_id, last)
-        return _submit_record(
-            request, order_id, ts, instrument, protection, self.risk.balances.reservation(order_id)
-        )
+        grid, protection = self._check_risk(request, instrument, order_id, last)
+        reserved = self.risk.balances.reservation(order_id)
+        record = _submit_record(request, order_id, ts, instrument, protection, reserved)
+        return record, grid, protection
 
     def _admit_paper(self, request: OrderRequest, order_id: str, ts: int) -> Record:
         """As ``_admit`` for a ``paper:EXCHANGE`` order; the record carries what it takes."""
@@ -249,7 +261,7 @@ class OrderManager(Venue):
         _check_choices(request)
         last = paper.admit(request, ts)
         instrument = self.instruments[request.symbol]
-        protection = self._check_risk(request, instrument, order_id, last)
+        _, protection = self._check_risk(request, instrument, order_id, last)
         walk = paper.walk(request, ts, request.price if protection is None else protection)
         record = _submit_record(request, order_id, ts, instrument, protection,
                                 self.risk.balances.reservation(order_id))  # fmt: skip
@@ -259,19 +271,20 @@ class OrderManager(Venue):
         return record
 
     def _check_risk(self, request: OrderRequest, instrument: Instrument, order_id: str,
-                    last: Decimal | None) -> Decimal | None:  # fmt: skip
+                    last: Decimal | None) -> tuple[Grid, Decimal | None]:  # fmt: skip
         """Pre-trade risk for a new order on any venue (its funds are reserved under
-        ``order_id`` by then); its protection price: the worst a market order (from
-        ``last``) or a stop-market order (from its stop) may fill at, else None."""
+        ``order_id`` by then); its grid and its protection price: the worst a market
+        order (from ``last``) or a stop-market order (from its stop) may fill at, else
+        None."""
         account, symbol = request.account, request.symbol
-        self.risk.check(request, instrument, order_id=order_id, last_price=last,
-                        position=self.position_of(account, symbol),
-                        open_orders=lambda: self.open_orders(account, symbol))  # fmt: skip
+        grid = self.risk.check(request, instrument, order_id=order_id, last_price=last,
+                               position=self.position_of(account, symbol),
+                               open_orders=lambda: self.open_orders(account, symbol))  # fmt: skip
         if request.type == "market" and last is not None:
-            return self.risk.protection_price(symbol, request.side, last)
+            return grid, self.risk.protection_price(symbol, request.side, last)
         if request.type == "stop_market" and request.stop_price is not None:
-            return self.risk.protection_price(symbol, request.side, request.stop_price)
-        return None
+            return grid, self.risk.protection_price(symbol, request.side, request.stop_price)
+        return grid, None
 
     def _route(self, request: OrderRequest, ts: int) -> str:
         """The venue a ``best`` market order goes to (see the module docstring)."""
@@ -302,7 +315,7 @@ class OrderManager(Venue):
 
     def _owned(self, account: str, order_id: str) -> Live:
         live = self._orders.get(order_id)
-        if live is None or live.view.account != account:
+        if live is None or live.request.account != account:
             raise OrderRejected("unknown_order", f"order_id {order_id} is not an order of "
                                 f"{account}", field="order_id")  # fmt: skip
         return live
@@ -321,9 +334,9 @@ class OrderManager(Venue):
 
 
 def _check_choices(request: OrderRequest) -> None:
-    choices = {"side": (request.side, SIDES), "type": (request.type, ORDER_TYPES),
-               "time_in_force": (request.time_in_force, TIMES_IN_FORCE)}  # fmt: skip
-    for name, (value, allowed) in choices.items():
+    for name, value, allowed in (("side", request.side, SIDES), ("type", request.type,
+                                 ORDER_TYPES), ("time_in_force", request.time_in_force,
+                                 TIMES_IN_FORCE)):  # fmt: skip
         if value not in allowed:
             raise OrderRejected(f"invalid_{name}", f"{name} {value!r} is not one of "
                                 f"{', '.join(allowed)}", field=name)  # fmt: skip

@@ -102,10 +102,113 @@ class Order:
         )
 
 
-def check_transition(order: Order, status: OrderStatus) -> None:
+def check_transition(order: Order | OrderRecord, status: OrderStatus) -> None:
     """Refuse a status change the machine does not allow (a bug, never a client error)."""
-    if status not in NEXT_STATUSES.get(order.status, frozenset()):
+    if status not in NEXT_STATUSES.get(order.status, _NONE):
         raise ValueError(f"order {order.order_id} cannot go from {order.status} to {status}")
+
+
+_NONE: Final[frozenset[OrderStatus]] = frozenset()
+
+
+class OrderRecord:
+    """An order as a venue keeps it: what was asked (``request``, never changed) and where
+    it stands (the other fields, changed in place by the venue alone, through ``move``).
+
+    Readers get ``view``, the frozen ``Order``, built on the first read after a change:
+    an order changes a few times per operation (accepted, partially filled, filled...)
+    and is read far less often. ``update()`` is the published form of the order
+    (``{"event": "order", **order_dict(view)}``) made without building the view; the
+    texts of the price and quantity are kept beside them, as they rarely change.
+    """
+
+    __slots__ = (
+        "_price_text",
+        "_quantity_text",
+        "_view",
+        "average_price",
+        "close_reason",
+        "created_ts",
+        "fees",
+        "filled",
+        "order_id",
+        "price",
+        "quantity",
+        "reject_reason",
+        "reject_rule",
+        "request",
+        "status",
+        "updated_ts",
+    )  # fmt: skip
+
+    def __init__(self, request: OrderRequest, order_id: str, ts: int) -> None:
+        self.request = request
+        self.order_id = order_id
+        self.created_ts = self.updated_ts = ts
+        self.status: OrderStatus = "new"
+        self.filled = _ZERO
+        self.average_price: Decimal | None = None
+        self.fees = _ZERO
+        self.reject_rule: str | None = None
+        self.reject_reason: str | None = None
+        self.close_reason: str | None = None
+        self._view: Order | None = None
+        self.reprice(request.price, request.quantity)
+
+    @property
+    def is_open(self) -> bool:
+        return self.status not in FINAL_STATUSES
+
+    @property
+    def remaining(self) -> Decimal:
+        return EXACT.subtract(self.quantity, self.filled)
+
+    def reprice(self, price: Decimal | None, quantity: Decimal) -> None:
+        """Set the limit price and total quantity (an amend); ``move`` publishes it."""
+        self.price, self.quantity = price, quantity
+        self._price_text, self._quantity_text = _text(price), str(quantity)
+        self._view = None
+
+    def move(self, ts: int, status: OrderStatus | None) -> None:
+        """Record a change at ``ts`` (to ``status`` if given: checked against the machine);
+        the fields changed before it are part of it."""
+        if status is not None:
+            check_transition(self, status)
+            self.status = status
+        self.updated_ts = ts
+        self._view = None
+
+    @property
+    def view(self) -> Order:
+        view = self._view
+        if view is None:
+            r = self.request
+            view = self._view = Order(
+                self.order_id, r.client_order_id, r.account, r.symbol, r.side, r.type,
+                r.time_in_force, r.post_only, r.reduce_only, self.price, r.stop_price,
+                self.quantity, self.status, self.created_ts, self.updated_ts, self.filled,
+                self.average_price, self.fees, self.reject_rule, self.reject_reason,
+                self.close_reason, r.venue,
+            )  # fmt: skip
+        return view
+
+    def update(self) -> dict[str, Any]:
+        """``{"event": "order", **order_dict(self.view)}``, spelled out (a test checks)."""
+        r = self.request
+        average = self.average_price
+        return {
+            "event": "order", "order_id": self.order_id, "client_order_id": r.client_order_id,
+            "account": r.account, "symbol": r.symbol, "side": r.side, "type": r.type,
+            "time_in_force": r.time_in_force, "post_only": r.post_only,
+            "reduce_only": r.reduce_only, "price": self._price_text,
+            "stop_price": None if r.stop_price is None else str(r.stop_price),
+            "quantity": self._quantity_text, "status": self.status,
+            "created_ts": self.created_ts, "updated_ts": self.updated_ts,
+            "filled": str(self.filled), "average_price": None if average is None else str(average),
+            "fees": str(self.fees), "reject_rule": self.reject_rule,
+            "reject_reason": self.reject_reason, "close_reason": self.close_reason,
+            "venue": r.venue,
+        }  # fmt: skip
 
 
 def order_dict(order: Order) -> dict[str, Any]:
@@ -141,7 +244,8 @@ def _text(value: Decimal | None) -> str | None:
 
 
 class HasView(Protocol):
-    view: Order
+    @property
+    def view(self) -> Order: ...
 
 
 class OrderKeeping:

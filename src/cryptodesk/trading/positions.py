@@ -71,23 +71,24 @@ class Position:
 
     def trade(self, delta: Decimal, price: Decimal) -> None:
         """Apply a signed quantity change at ``price`` (no fee)."""
-        with localcontext(EXACT):
-            quantity = self.quantity
-            if not quantity or (quantity > 0) == (delta > 0):
-                self.quantity = quantity + delta
-                self.cost += price * delta
-                return
-            if abs(delta) < abs(quantity):  # reduce: keep the average
-                closed_cost = self.cost * -delta / quantity
-                self.realized += price * -delta - closed_cost
-                self.quantity = quantity + delta
-                self.cost -= closed_cost
-                return
-            # Close everything (the exact cost, so nothing is left behind) and
-            # open what remains at the fill price.
-            self.realized += price * quantity - self.cost
-            self.quantity = quantity + delta
-            self.cost = price * self.quantity
+        add, mul = EXACT.add, EXACT.multiply
+        quantity = self.quantity
+        if not quantity or (quantity > 0) == (delta > 0):
+            self.quantity = add(quantity, delta)
+            self.cost = add(self.cost, mul(price, delta))
+            return
+        closing = EXACT.minus(delta)
+        if delta.copy_abs() < quantity.copy_abs():  # reduce: keep the average
+            closed_cost = EXACT.divide(mul(self.cost, closing), quantity)
+            self.realized = add(self.realized, EXACT.subtract(mul(price, closing), closed_cost))
+            self.quantity = add(quantity, delta)
+            self.cost = EXACT.subtract(self.cost, closed_cost)
+            return
+        # Close everything (the exact cost, so nothing is left behind) and
+        # open what remains at the fill price.
+        self.realized = add(self.realized, EXACT.subtract(mul(price, quantity), self.cost))
+        self.quantity = add(quantity, delta)
+        self.cost = mul(price, self.quantity)
 
 
 class Positions:
@@ -117,17 +118,16 @@ class Positions:
         self._seen.add(key)
         base, _, quote = fill.symbol.partition("/")  # a fill's symbol is a valid BASE/QUOTE
         position = self.get(fill.account, fill.symbol)
-        with localcontext(EXACT):
-            delta = fill.quantity if fill.side == "buy" else -fill.quantity
-            fee = fill.fee if fill.fee_asset else _ZERO
-            if fee and fill.fee_asset == base:
-                delta -= fee
-                position.fees += fee * fill.price
-            elif fee and fill.fee_asset == quote:
-                position.fees += fee
-            elif fee:
-                held = position.other_fees.get(fill.fee_asset, _ZERO)
-                position.other_fees[fill.fee_asset] = held + fee
+        delta = fill.quantity if fill.side == "buy" else EXACT.minus(fill.quantity)
+        fee = fill.fee if fill.fee_asset else _ZERO
+        if fee and fill.fee_asset == base:
+            delta = EXACT.subtract(delta, fee)
+            position.fees = EXACT.add(position.fees, EXACT.multiply(fee, fill.price))
+        elif fee and fill.fee_asset == quote:
+            position.fees = EXACT.add(position.fees, fee)
+        elif fee:
+            held = position.other_fees.get(fill.fee_asset, _ZERO)
+            position.other_fees[fill.fee_asset] = EXACT.add(held, fee)
         position.trade(delta, fill.price)
         return True
 

@@ -34,7 +34,7 @@ from typing import Protocol
 from cryptodesk.domain.orders import OrderRequest, Side
 from cryptodesk.trading.balances import Balances
 from cryptodesk.trading.errors import OrderRejected
-from cryptodesk.trading.instruments import EXACT, Instrument, plain
+from cryptodesk.trading.instruments import EXACT, Grid, Instrument, plain
 
 _ZERO = Decimal(0)
 _ONE = Decimal(1)
@@ -127,14 +127,16 @@ class PreTradeRisk:
         last_price: Decimal | None,
         position: Decimal,
         open_orders: OpenOrders,
-    ) -> None:
-        """Accept ``request`` (reserving its funds) or raise ``OrderRejected``.
+    ) -> Grid:
+        """Accept ``request`` (reserving its funds) or raise ``OrderRejected``; the order on
+        the instrument's grid (``Instrument.validate``: lots, limit ticks, stop ticks).
 
         ``position`` is the account's signed base quantity in the symbol,
         ``open_orders`` its resting orders there.
         """
-        asset, amount = self._admit(request, instrument, last_price, position, open_orders)
+        asset, amount, grid = self._admit(request, instrument, last_price, position, open_orders)
         self.balances.reserve(order_id, asset, amount, account=request.account)
+        return grid
 
     def check_rules(
         self,
@@ -160,8 +162,9 @@ class PreTradeRisk:
         last_price: Decimal | None,
         position: Decimal,
         open_orders: OpenOrders,
-    ) -> tuple[str, Decimal]:
-        """Every rule but the reservation; what to reserve, ``(asset, amount)``."""
+    ) -> tuple[str, Decimal, Grid]:
+        """Every rule but the reservation; what to reserve, ``(asset, amount)``, and the
+        order's grid."""
         limits = self.limits(request.symbol)
         if None in self._killed or request.account in self._killed:
             who = "all accounts" if None in self._killed else f"account {request.account}"
@@ -175,7 +178,7 @@ class PreTradeRisk:
                 field="symbol",
             )
         self._spend_token(request.account, limits)
-        instrument.validate(request)
+        grid = instrument.validate(request)
         if request.reduce_only and not reduces:
             raise OrderRejected(
                 "reduce_only",
@@ -184,8 +187,7 @@ class PreTradeRisk:
                 field="reduce_only",
             )
         reference = self._reference_price(request, limits, last_price)
-        with localcontext(EXACT):
-            notional = reference * request.quantity
+        notional = EXACT.multiply(reference, request.quantity)
         if request.price is None and notional < instrument.min_notional:
             raise OrderRejected(
                 "min_notional",
@@ -195,15 +197,13 @@ class PreTradeRisk:
             )
         _check_limits(request, limits, notional, instrument.quote, position, open_orders)
         if request.side == "sell":
-            asset, amount = instrument.base, request.quantity
-        else:
-            price = reference
-            if request.type in ("market", "stop_market"):
-                price = self.protection_price(request.symbol, "buy", reference)
-            fee = max(instrument.taker_fee, instrument.maker_fee, _ZERO)
-            with localcontext(EXACT):
-                asset, amount = instrument.quote, price * request.quantity * (_ONE + fee)
-        return asset, amount
+            return instrument.base, request.quantity, grid
+        price = reference
+        if request.type in ("market", "stop_market"):
+            price = self.protection_price(request.symbol, "buy", reference)
+        fee = max(instrument.taker_fee, instrument.maker_fee, _ZERO)
+        amount = EXACT.multiply(EXACT.multiply(price, request.quantity), EXACT.add(_ONE, fee))
+        return instrument.quote, amount, grid
 
     def protection_price(self, symbol: str, side: Side, reference: Decimal) -> Decimal:
         """The worst price a market order may fill at: ``reference`` moved against the

@@ -28,21 +28,14 @@ cannot fill within it expires (reason ``protection_price``).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, localcontext
 from typing import Any
 
-from cryptodesk.domain.orders import Fill, Liquidity, OrderRequest, OrderStatus
+from cryptodesk.domain.orders import FINAL_STATUSES, Fill, Liquidity, OrderRequest, OrderStatus
 from cryptodesk.trading.instruments import EXACT, Instrument
 from cryptodesk.trading.matching import BUY, SELL, Event, MatchingEngine, SelfTrade
 from cryptodesk.trading.order_log import Record
-from cryptodesk.trading.order_state import (
-    Order,
-    OrderKeeping,
-    check_transition,
-    fill_dict,
-    order_dict,
-)
+from cryptodesk.trading.order_state import Order, OrderKeeping, OrderRecord
 from cryptodesk.trading.paper import PaperVenue, Walk
 from cryptodesk.trading.positions import Position, Positions
 from cryptodesk.trading.pretrade import PreTradeRisk
@@ -51,17 +44,29 @@ _ZERO = Decimal(0)
 _ONE = Decimal(1)
 
 
-@dataclass(slots=True)
-class Live:
-    """An order's public view and what the venue needs beside it (integer lots)."""
+class Live(OrderRecord):
+    """An internal order (``OrderRecord``) and what the venue needs beside it: the
+    engine's id and the integer lots."""
 
-    view: Order
-    oid: int  # the engine's id
-    instrument: Instrument
-    lots: int
-    filled_lots: int = 0
-    notional: Decimal = _ZERO
-    protection: Decimal | None = None  # market / stop-market: the worst fill price
+    __slots__ = ("filled_lots", "instrument", "lots", "notional", "oid", "protection")
+
+    def __init__(
+        self,
+        request: OrderRequest,
+        order_id: str,
+        ts: int,
+        oid: int,
+        instrument: Instrument,
+        lots: int,
+        protection: Decimal | None,
+    ) -> None:
+        super().__init__(request, order_id, ts)
+        self.oid = oid
+        self.instrument = instrument
+        self.lots = lots
+        self.filled_lots = 0
+        self.notional = _ZERO
+        self.protection = protection  # market / stop-market: the worst fill price
 
 
 class Venue(OrderKeeping):
@@ -182,7 +187,7 @@ class Venue(OrderKeeping):
                 views += paper.open_orders(account, symbol)
             return sorted(views, key=lambda v: v.order_id) if self.paper else views
         views = [live.view for orders in self._open.values() for live in orders.values()
-                 if symbol in (None, live.view.symbol)]  # fmt: skip
+                 if symbol in (None, live.request.symbol)]  # fmt: skip
         for paper in self.paper.values():
             views += paper.open_orders(symbol=symbol)
         return sorted((v for v in views if account is None or v.account == account),
@@ -209,8 +214,8 @@ class Venue(OrderKeeping):
             self.paper[venue].apply_cancel(record["order_id"], ts)
         elif kind == "cancel":
             live = self._orders[record["order_id"]]
-            self._engines[live.view.symbol].cancel(live.oid, "client")
-            self._drain(live.view.symbol, ts)
+            self._engines[live.request.symbol].cancel(live.oid, "client")
+            self._drain(live.request.symbol, ts)
         elif kind == "paper_fills":
             fills = [(order_id, Decimal(price)) for order_id, price in record["fills"]]
             self.paper[venue].apply_fills(fills, ts)
@@ -250,131 +255,154 @@ class Venue(OrderKeeping):
         lots = instrument.to_lots(request.quantity)
         ticks = None if request.price is None else instrument.to_ticks(request.price)
         stop = None if request.stop_price is None else instrument.to_ticks(request.stop_price)
-        order_id = record["order_id"]
-        balances = self.risk.balances
-        if not balances.reservation(order_id):  # replaying: risk.check reserved it live
-            amount = Decimal(record["reserve_amount"])
-            balances.reserve(order_id, record["reserve_asset"], amount, account=request.account)
+        reserve = (record["reserve_asset"], Decimal(record["reserve_amount"]))
+        self._place(request, record["order_id"], ts, (lots, ticks, stop),
+                    _decimal(record["protection_price"]), reserve)  # fmt: skip
+
+    def _place(
+        self,
+        request: OrderRequest,
+        order_id: str,
+        ts: int,
+        grid: tuple[int, int | None, int | None],
+        protection: Decimal | None,
+        reserve: tuple[str, Decimal] | None = None,
+    ) -> Live:
+        """Put an internal order on its book: ``grid`` is its (lots, limit ticks, stop
+        ticks); ``reserve`` is held for it unless it already holds a reservation (the
+        risk check reserved it; a replay has only the record's)."""
+        lots, ticks, stop = grid
+        account, symbol = request.account, request.symbol
+        if reserve is not None and not self.risk.balances.reservation(order_id):
+            self.risk.balances.reserve(order_id, reserve[0], reserve[1], account=account)
         oid = int(order_id[1:])
-        self._order_seq = max(self._order_seq, oid)
-        protection = _decimal(record["protection_price"])
-        live = Live(Order.from_request(request, order_id=order_id, status="new", ts=ts), oid,
-                     instrument, lots, protection=protection)  # fmt: skip
+        if oid > self._order_seq:
+            self._order_seq = oid
+        instrument = self.instruments[symbol]
+        live = Live(request, order_id, ts, oid, instrument, lots, protection)
         self._orders[order_id] = self._by_oid[oid] = live
-        self._by_account.setdefault(request.account, []).append(live)
-        self._open.setdefault((request.account, request.symbol), {})[order_id] = live
+        self._by_account.setdefault(account, []).append(live)
+        self._open.setdefault((account, symbol), {})[order_id] = live
         if request.client_order_id is not None:
-            self._client_ids[(request.account, request.client_order_id)] = order_id
-        engine = self._engine(request.symbol)
+            self._client_ids[(account, request.client_order_id)] = order_id
+        engine = self._engine(symbol)
         side = BUY if request.side == "buy" else SELL
         if request.type == "limit" and ticks is not None:
-            engine.limit(oid, request.account, side, ticks, lots, request.time_in_force,
-                         request.post_only)  # fmt: skip
+            engine.limit(oid, account, side, ticks, lots, request.time_in_force, request.post_only)
         elif request.type == "market" and protection is not None:
             tif = "fok" if request.time_in_force == "fok" else "ioc"
-            engine.limit(oid, request.account, side, _cap(instrument, side, protection), lots, tif)
+            engine.limit(oid, account, side, _cap(instrument, side, protection), lots, tif)
         elif request.type == "stop_limit" and stop is not None:
-            engine.stop(oid, request.account, side, stop, lots, ticks)
+            engine.stop(oid, account, side, stop, lots, ticks)
         elif stop is not None and protection is not None:
-            engine.stop(oid, request.account, side, stop, lots,
-                        _cap(instrument, side, protection), "ioc")  # fmt: skip
+            engine.stop(oid, account, side, stop, lots, _cap(instrument, side, protection), "ioc")
         else:
-            raise ValueError(f"order log record {record['seq']} lacks a price")
-        self._drain(request.symbol, ts)
+            raise ValueError(f"order {order_id} lacks a price")
+        self._drain(symbol, ts)
+        return live
 
     def _apply_amend(self, record: Record, ts: int) -> None:
         live = self._orders[record["order_id"]]
-        view, instrument = live.view, live.instrument
+        request, instrument = live.request, live.instrument
         price, quantity = Decimal(record["price"]), Decimal(record["quantity"])
         balances = self.risk.balances
-        balances.release(view.order_id)
-        asset = instrument.quote if view.side == "buy" else instrument.base
-        balances.reserve(view.order_id, asset, Decimal(record["reserve_amount"]),
-                         account=view.account)  # fmt: skip
+        balances.release(live.order_id)
+        asset = instrument.quote if request.side == "buy" else instrument.base
+        balances.reserve(live.order_id, asset, Decimal(record["reserve_amount"]),
+                         account=request.account)  # fmt: skip
         live.lots = instrument.to_lots(quantity)
-        live.view = replace(view, price=price, quantity=quantity, updated_ts=ts)
+        live.reprice(price, quantity)
+        live.move(ts, None)
         left = live.lots - live.filled_lots
-        if not self._engines[view.symbol].amend(live.oid, price=instrument.to_ticks(price),
-                                                qty=left):  # fmt: skip
-            raise ValueError(f"order {view.order_id} is not resting: cannot amend it")
-        self._drain(view.symbol, ts)
+        if not self._engines[request.symbol].amend(live.oid, price=instrument.to_ticks(price),
+                                                   qty=left):  # fmt: skip
+            raise ValueError(f"order {live.order_id} is not resting: cannot amend it")
+        self._drain(request.symbol, ts)
 
     def _drain(self, symbol: str, ts: int) -> None:
         """Turn the engine's events into order changes, fills and balance moves."""
         engine = self._engines[symbol]
+        by_oid = self._by_oid
         while events := engine.take_events():
             for event in events:
                 kind = event[1]
                 if kind == "trade":
                     self._trade(event, ts)
                     continue
-                live = self._by_oid[event[2]]
+                live = by_oid[event[2]]
                 if kind == "accepted":
-                    self._change(live, ts, status="accepted")
+                    self._change(live, ts, "accepted")
                 elif kind == "cancelled":
-                    self._change(live, ts, status="cancelled", close_reason=event[6])
+                    live.close_reason = event[6]
+                    self._change(live, ts, "cancelled")
                 elif kind == "expired":
                     # A triggered stop-market is an IOC at its protection price: what it
                     # could not fill within that price expires.
                     reason = event[4]
-                    if live.view.type == "stop_market" and reason == "ioc_remainder":
+                    if live.request.type == "stop_market" and reason == "ioc_remainder":
                         reason = "protection_price"
-                    self._change(live, ts, status="expired", close_reason=reason)
+                    live.close_reason = reason
+                    self._change(live, ts, "expired")
                 elif kind == "rejected":
-                    self._change(live, ts, status="rejected", reject_rule="engine",
-                                 reject_reason=event[3])  # fmt: skip
+                    live.reject_rule, live.reject_reason = "engine", event[3]
+                    self._change(live, ts, "rejected")
                 elif kind == "amended":
-                    self._change(live, ts)
+                    self._change(live, ts, None)
                 # "triggered": the stop stays accepted; its trades follow.
 
     def _trade(self, event: Event, ts: int) -> None:
         _, _, maker_oid, taker_oid, price_ticks, lots, *_ = event
         maker, taker = self._by_oid[maker_oid], self._by_oid[taker_oid]
         instrument = taker.instrument
-        price, quantity = instrument.price(price_ticks), instrument.quantity(lots)
+        base, quote, lot_size = instrument.base, instrument.quote, instrument.lot_size
+        price = EXACT.multiply(instrument.tick_size, price_ticks)
+        quantity = EXACT.multiply(lot_size, lots)
+        notional = EXACT.multiply(price, quantity)
         trade_id = self._next_trade_id()
-        with localcontext(EXACT):
-            notional = price * quantity
-            sides: list[tuple[Live, Liquidity, Decimal]] = [
-                (maker, "maker", instrument.maker_fee),
-                (taker, "taker", instrument.taker_fee),
-            ]
-            for live, liquidity, rate in sides:
-                view = live.view
-                fee = notional * rate
-                fill = Fill(trade_id, view.order_id, view.account, view.symbol, view.side,
-                            price, quantity, fee, instrument.quote, liquidity, ts,
-                            venue=self.venue)  # fmt: skip
-                self._fills.setdefault(view.account, []).append(fill)
-                self.risk.balances.settle_fill(fill, base=instrument.base, quote=instrument.quote)
-                self._positions.apply(fill)
-                self._traded[(view.account, view.symbol)] = None
-                self.updates.append({"event": "fill", **fill_dict(fill)})
-                live.filled_lots += lots
-                live.notional += notional
-                filled = instrument.quantity(live.filled_lots)
-                done = live.filled_lots == live.lots
-                self._change(live, ts, status="filled" if done else "partially_filled",
-                             filled=filled, average_price=live.notional / filled,
-                             fees=view.fees + fee)  # fmt: skip
-                if not done:  # keep only what the rest needs (a buy may fill below its price)
-                    held = self.risk.balances.reservation(view.order_id)
-                    excess = held - self.need(live, live.lots - live.filled_lots)
-                    if excess > _ZERO:
-                        self.risk.balances.release(view.order_id, excess)
+        price_text, quantity_text, venue = str(price), str(quantity), self.venue
+        balances, positions, updates = self.risk.balances, self._positions, self.updates
+        sides: tuple[tuple[Live, Liquidity, Decimal], ...] = (
+            (maker, "maker", instrument.maker_fee),
+            (taker, "taker", instrument.taker_fee),
+        )
+        for live, liquidity, rate in sides:
+            request = live.request
+            account, symbol, side = request.account, request.symbol, request.side
+            fee = EXACT.multiply(notional, rate)
+            fill = Fill(trade_id, live.order_id, account, symbol, side, price, quantity, fee,
+                        quote, liquidity, ts, venue)  # fmt: skip
+            self._fills.setdefault(account, []).append(fill)
+            balances.settle_fill(fill, base=base, quote=quote)
+            positions.apply(fill)
+            self._traded[(account, symbol)] = None
+            updates.append({
+                "event": "fill", "trade_id": trade_id, "order_id": live.order_id,
+                "account": account, "symbol": symbol, "side": side, "price": price_text,
+                "quantity": quantity_text, "fee": str(fee), "fee_asset": quote,
+                "liquidity": liquidity, "ts": ts, "venue": venue,
+            })  # fmt: skip
+            live.filled_lots += lots
+            live.notional = EXACT.add(live.notional, notional)
+            live.filled = filled = EXACT.multiply(lot_size, live.filled_lots)
+            live.average_price = EXACT.divide(live.notional, filled)
+            live.fees = EXACT.add(live.fees, fee)
+            done = live.filled_lots == live.lots
+            self._change(live, ts, "filled" if done else "partially_filled")
+            if not done:  # keep only what the rest needs (a buy may fill below its price)
+                excess = EXACT.subtract(balances.reservation(live.order_id),
+                                        self.need(live, live.lots - live.filled_lots))  # fmt: skip
+                if excess > _ZERO:
+                    balances.release(live.order_id, excess)
 
-    def _change(self, live: Live, ts: int, *, status: OrderStatus | None = None,
-                **fields: Any) -> None:  # fmt: skip
-        """Move the order's view on (a final status releases its reservation) and publish."""
-        view = live.view
-        if status is not None:
-            check_transition(view, status)
-            fields["status"] = status
-        live.view = replace(view, updated_ts=ts, **fields)
-        if not live.view.is_open:
-            self.risk.balances.release(view.order_id)
-            self._open[(view.account, view.symbol)].pop(view.order_id, None)
-        self.updates.append({"event": "order", **order_dict(live.view)})
+    def _change(self, live: Live, ts: int, status: OrderStatus | None) -> None:
+        """Move the order on (a final status releases its reservation) and publish it;
+        the fields that change with it are set before."""
+        live.move(ts, status)
+        if status is not None and status in FINAL_STATUSES:
+            request = live.request
+            self.risk.balances.release(live.order_id)
+            self._open[(request.account, request.symbol)].pop(live.order_id, None)
+        self.updates.append(live.update())
 
     # ---- helpers ------------------------------------------------------------------------
 
@@ -385,16 +413,16 @@ class Venue(OrderKeeping):
     def need(self, live: Live, lots: int, price: Decimal | None = None) -> Decimal:
         """What ``lots`` more of the order hold: base for a sell, quote with the fee for a
         buy (at its limit price, or its protection price)."""
-        quantity = live.instrument.quantity(lots)
-        if live.view.side == "sell":
+        quantity = EXACT.multiply(live.instrument.lot_size, lots)
+        if live.request.side == "sell":
             return quantity
         if price is None:
-            price = live.view.price if live.view.price is not None else live.protection
+            price = live.price if live.price is not None else live.protection
         if price is None:
-            raise ValueError(f"order {live.view.order_id} has no price to reserve at")
-        fee = max(live.instrument.taker_fee, live.instrument.maker_fee, _ZERO)
-        with localcontext(EXACT):
-            return price * quantity * (_ONE + fee)
+            raise ValueError(f"order {live.order_id} has no price to reserve at")
+        instrument = live.instrument
+        fee = max(instrument.taker_fee, instrument.maker_fee, _ZERO)
+        return EXACT.multiply(EXACT.multiply(price, quantity), EXACT.add(_ONE, fee))
 
 
 def _cap(instrument: Instrument, side: int, protection: Decimal) -> int:
