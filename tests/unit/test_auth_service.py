@@ -271,7 +271,9 @@ async def test_refresh_tokens_expire_and_malformed_ones_are_refused(env: Env) ->
     env.clock.now = T0 + 30 * 86_400
     await refuses(env.auth.refresh(b.refresh_token), DEAD_REFRESH)
     token_id, secret = b.refresh_token.split(".")
-    for bad in ("", "abc", f"{token_id}.{secret[:-1]}A", f"{'0' * 32}.{secret}",
+    # One character of the secret changed (to a different character, whatever it was).
+    tampered = f"{token_id}.{secret[:-1]}{'B' if secret.endswith('A') else 'A'}"
+    for bad in ("", "abc", tampered, f"{'0' * 32}.{secret}",
                 f"{token_id}.{secret}x", b.access_token):  # fmt: skip
         await refuses(env.auth.refresh(bad), BAD_REFRESH)
         await refuses(env.auth.logout(bad), BAD_REFRESH)

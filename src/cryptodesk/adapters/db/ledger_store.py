@@ -30,6 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cryptodesk.adapters.db.engine import SQLITE_PRAGMAS, sqlite_path, storage_error
+from cryptodesk.adapters.db.inline_sqlite import InlineSqlite
 from cryptodesk.adapters.db.ledger_rows import (
     ENTRY_COLUMNS,
     AsyncRunner,
@@ -73,8 +74,11 @@ class SqlLedgerStore:
             if engine.dialect.name == "sqlite"
             else None
         )
-        self._inline_writes = inline_sqlite and self._sqlite_file is not None
-        self._inline: sqlite3.Connection | None = None
+        self._inline = (
+            InlineSqlite(self._sqlite_file)
+            if inline_sqlite and self._sqlite_file is not None
+            else None
+        )
         # SQLite through aiosqlite: this process's writers queue here, not on a lock
         # upgrade that SQLite would refuse instead of wait for.
         self._write_lock = asyncio.Lock()
@@ -99,18 +103,10 @@ class SqlLedgerStore:
     async def _transaction(self) -> AsyncIterator[Runner]:
         """One write transaction; rolled back if the body raises."""
         with self._errors():
-            if self._inline_writes:
-                con = self._inline_connection()
-                if con.in_transaction:  # a body awaited something real: a bug, not a race
-                    raise RuntimeError("nested ledger write transaction")
-                con.execute("BEGIN IMMEDIATE")
-                try:
+            if self._inline is not None:
+                # The body runs without real awaits; a nested one is a bug, not a race.
+                async with self._inline.transaction() as con:
                     yield InlineRunner(con, self._engine.dialect)
-                    con.execute("COMMIT")
-                except BaseException:
-                    if con.in_transaction:
-                        con.execute("ROLLBACK")
-                    raise
                 return
             if self._postgres:  # the head row lock orders writers, across processes too
                 async with self._engine.connect() as conn, conn.begin():
@@ -131,15 +127,6 @@ class SqlLedgerStore:
             with self._errors():
                 await tx.open()
             yield tx
-
-    def _inline_connection(self) -> sqlite3.Connection:
-        if self._inline is None:
-            assert self._sqlite_file is not None
-            con = sqlite3.connect(self._sqlite_file, isolation_level=None, check_same_thread=False)
-            for pragma in SQLITE_PRAGMAS:
-                con.execute(pragma)
-            self._inline = con
-        return self._inline
 
     # ---- accounts and balances ------------------------------------------------------
 
@@ -332,7 +319,6 @@ class SqlLedgerStore:
         """Close the inline connection; the engine belongs to the caller."""
         if self._inline is not None:
             self._inline.close()
-            self._inline = None
 
 
 def _head_query(tenant: str) -> Select[Any]:

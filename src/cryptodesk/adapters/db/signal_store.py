@@ -10,9 +10,9 @@ publishes them and then ``mark_published`` (a transactional outbox), so a
 crash between the two publishes them after the restart instead of never.
 
 On a SQLite file, writes run on a plain ``sqlite3`` connection in the calling
-thread, as ``SqlMarketStore`` does for trades: an aiosqlite transaction spans
-several awaits, and the market store's inline writer could take the event loop
-(waiting for the lock) in between, stalling both for the busy timeout.
+thread (``InlineSqlite``), as ``SqlMarketStore`` does for trades: one short
+transaction without awaits inside, so it holds the file's write lock only while
+it runs.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.dml import UpdateBase
 
-from cryptodesk.adapters.db.engine import SQLITE_PRAGMAS, sqlite_path, storage_error
+from cryptodesk.adapters.db.engine import sqlite_path, storage_error
+from cryptodesk.adapters.db.inline_sqlite import InlineSqlite
 from cryptodesk.adapters.db.models import signal_progress, signal_rules, signals
 from cryptodesk.domain.signals import Signal, decode_values, encode_values
 
@@ -95,12 +96,12 @@ class SqlSignalStore:
     def __init__(self, engine: AsyncEngine, *, inline_sqlite: bool = True) -> None:
         self._engine = engine
         self._postgres = engine.dialect.name == "postgresql"
-        self._sqlite_file = (
+        sqlite_file = (
             sqlite_path(engine.url.render_as_string(hide_password=False))
             if engine.dialect.name == "sqlite" and inline_sqlite
             else None
         )
-        self._inline: sqlite3.Connection | None = None
+        self._inline = InlineSqlite(sqlite_file) if sqlite_file is not None else None
 
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
@@ -206,8 +207,8 @@ class SqlSignalStore:
         """Run ``cas`` then ``statements`` in one transaction; if ``cas`` changed no
         row, roll back and return False."""
         with self._errors():
-            if self._sqlite_file is not None:
-                return self._write_inline(cas, statements)
+            if self._inline is not None:
+                return await self._write_inline(self._inline, cas, statements)
             async with self._engine.connect() as conn:
                 return await self._write_async(conn, cas, statements)
 
@@ -223,36 +224,22 @@ class SqlSignalStore:
         await trans.commit()
         return True
 
-    def _write_inline(self, cas: UpdateBase | None, statements: Sequence[UpdateBase]) -> bool:
-        con = self._inline_connection()
-        con.execute("BEGIN IMMEDIATE")
-        try:
+    async def _write_inline(
+        self, inline: InlineSqlite, cas: UpdateBase | None, statements: Sequence[UpdateBase]
+    ) -> bool:
+        async with inline.transaction() as con:
             if cas is not None and self._run_inline(con, cas) != 1:
                 con.execute("ROLLBACK")
                 return False
             for stmt in statements:
                 self._run_inline(con, stmt)
-            con.execute("COMMIT")
             return True
-        except BaseException:
-            if con.in_transaction:
-                con.execute("ROLLBACK")
-            raise
 
     def _run_inline(self, con: sqlite3.Connection, stmt: UpdateBase) -> int:
         compiled = stmt.compile(dialect=self._engine.dialect)
         params = compiled.params
         args = tuple(params[name] for name in compiled.positiontup or ())
         return con.execute(str(compiled), args).rowcount
-
-    def _inline_connection(self) -> sqlite3.Connection:
-        if self._inline is None:
-            assert self._sqlite_file is not None
-            con = sqlite3.connect(self._sqlite_file, isolation_level=None, check_same_thread=False)
-            for pragma in SQLITE_PRAGMAS:
-                con.execute(pragma)
-            self._inline = con
-        return self._inline
 
     # ---- reads ----------------------------------------------------------------------
 
@@ -340,7 +327,6 @@ class SqlSignalStore:
         """Close the inline connection; the engine belongs to the market store."""
         if self._inline is not None:
             self._inline.close()
-            self._inline = None
 
 
 def _beyond(key: ListKey, *, later: bool) -> Any:

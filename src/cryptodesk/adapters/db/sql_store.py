@@ -11,14 +11,16 @@ redelivered trade invisible to the candle builder.
 Duplicates are rare (they come only from redelivery after a crash), so a batch
 is first inserted without RETURNING: when the row count says every trade was
 new, the per-row result handling is skipped (about a third of the insert's cost).
-Otherwise the transaction is rolled back and redone with RETURNING.
+Otherwise the batch is rolled back to a savepoint and redone with RETURNING.
 
 On a SQLite file, trade inserts run on a plain ``sqlite3`` connection in the
 calling thread instead of aiosqlite's worker thread. The embedded pipeline is
 CPU-bound in one process, and a worker thread has to win the GIL back from the
 event loop for every statement: measured on 2 cores with the simulator
 running, 43,000 rows/s through a thread against 227,000 rows/s inline. The
-price is that a 2,000-row batch holds the event loop for about 8 ms.
+price is that a 2,000-row batch holds the event loop for about 8 ms. The
+write lock is never waited for on the loop's thread (``InlineSqlite``): the
+transaction holding it may be this process's own aiosqlite one.
 PostgreSQL (asyncpg) stays fully asynchronous; there the trades key also
 contains ``ts`` (the tables are partitioned by time), which still deduplicates
 because a redelivered trade keeps its timestamp (docs/database.md).
@@ -50,13 +52,13 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cryptodesk.adapters.db.engine import (
-    SQLITE_PRAGMAS,
     StorageError,
     dialect_insert,
     sqlite_path,
     storage_error,
 )
 from cryptodesk.adapters.db.in_doubt import InDoubtCommits
+from cryptodesk.adapters.db.inline_sqlite import InlineSqlite
 from cryptodesk.adapters.db.models import candles as candles_table
 from cryptodesk.adapters.db.models import trades as trades_table
 from cryptodesk.adapters.db.partitions import PartitionsOnDemand
@@ -144,12 +146,12 @@ class SqlMarketStore:
         self._engine = engine
         self._chunk_rows = chunk_rows
         self._trade_sql: dict[tuple[int, bool], str] = {}
-        self._sqlite_file = (
+        sqlite_file = (
             sqlite_path(engine.url.render_as_string(hide_password=False))
             if dialect == "sqlite" and inline_sqlite
             else None
         )
-        self._inline: sqlite3.Connection | None = None
+        self._inline = InlineSqlite(sqlite_file) if sqlite_file is not None else None
         self._candle_sql: tuple[str, list[str]] | None = None
         postgres = dialect == "postgresql"
         self._doubt = InDoubtCommits() if postgres else None
@@ -221,8 +223,8 @@ class SqlMarketStore:
             return []
         pending = list(unique.values())
         with self._errors():
-            if self._sqlite_file is not None:
-                new_keys = self._insert_inline(pending)
+            if self._inline is not None:
+                new_keys = await self._insert_inline(self._inline, pending)
                 if new_keys is None:
                     return pending
                 return [t for key, t in unique.items() if key in new_keys]
@@ -256,41 +258,28 @@ class SqlMarketStore:
             await self._commit(conn, accepted)
         return accepted
 
-    def _inline_connection(self) -> sqlite3.Connection:
-        if self._inline is None:
-            assert self._sqlite_file is not None
-            con = sqlite3.connect(self._sqlite_file, isolation_level=None, check_same_thread=False)
-            for pragma in SQLITE_PRAGMAS:
-                con.execute(pragma)
-            self._inline = con
-        return self._inline
-
-    def _insert_inline(self, pending: list[Trade]) -> set[tuple[Any, ...]] | None:
+    async def _insert_inline(
+        self, inline: InlineSqlite, pending: list[Trade]
+    ) -> set[tuple[Any, ...]] | None:
         """Insert on the inline SQLite connection; None when every trade was new,
         else the keys of those that were."""
-        con = self._inline_connection()
-        con.execute("BEGIN IMMEDIATE")
-        try:
+        async with inline.transaction() as con:
+            # Optimistic first (no RETURNING); on a duplicate, again with RETURNING
+            # inside the same transaction, so the write lock is taken only once.
+            con.execute("SAVEPOINT optimistic")
             inserted = 0
             for chunk in self._chunks(pending):
                 params = tuple(chain.from_iterable(map(_trade_values, chunk)))
                 sql = self._insert_trades_sql(len(chunk), returning=False)
                 inserted += con.execute(sql, params).rowcount
             if inserted == len(pending):
-                con.execute("COMMIT")
                 return None
-            con.execute("ROLLBACK")
-            con.execute("BEGIN IMMEDIATE")
+            con.execute("ROLLBACK TO optimistic")
             accepted: set[tuple[Any, ...]] = set()
             for chunk in self._chunks(pending):
                 params = tuple(chain.from_iterable(map(_trade_values, chunk)))
                 accepted.update(con.execute(self._insert_trades_sql(len(chunk)), params))
-            con.execute("COMMIT")
             return accepted
-        except BaseException:
-            if con.in_transaction:
-                con.execute("ROLLBACK")
-            raise
 
     def _chunks(self, trades: list[Trade]) -> Iterator[list[Trade]]:
         start = 0
@@ -333,8 +322,8 @@ class SqlMarketStore:
             set_={name: stmt.excluded[name] for name in _CANDLE_VALUES},
         )
         with self._errors():
-            if self._sqlite_file is not None:
-                self._upsert_inline(upsert, rows)
+            if self._inline is not None:
+                await self._upsert_inline(self._inline, upsert, rows)
                 return
             if self._partitions is not None:
                 await self._partitions.prepare([c.open_time for c in latest.values()])
@@ -344,19 +333,15 @@ class SqlMarketStore:
         async with self._engine.begin() as conn:
             await conn.execute(stmt, rows)
 
-    def _upsert_inline(self, stmt: Any, rows: list[dict[str, Any]]) -> None:
+    async def _upsert_inline(
+        self, inline: InlineSqlite, stmt: Any, rows: list[dict[str, Any]]
+    ) -> None:
         if self._candle_sql is None:
             compiled = stmt.compile(dialect=self._engine.dialect)
             self._candle_sql = (str(compiled), list(compiled.positiontup or ()))
         sql, names = self._candle_sql
-        con = self._inline_connection()
-        con.execute("BEGIN IMMEDIATE")
-        try:
+        async with inline.transaction() as con:
             con.executemany(sql, [tuple(row[n] for n in names) for row in rows])
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
 
     # ---- reads ----------------------------------------------------------------------
 
@@ -485,5 +470,4 @@ class SqlMarketStore:
     async def close(self) -> None:
         if self._inline is not None:
             self._inline.close()
-            self._inline = None
         await self._engine.dispose()
