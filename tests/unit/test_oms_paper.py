@@ -267,3 +267,36 @@ def test_order_and_fill_dicts_carry_every_field_as_json_values() -> None:
     assert order_dict(order)["average_price"] == str(order.average_price)
     assert (order_dict(order)["price"], order_dict(order)["quantity"]) == (None, "1.2")
     assert fill_dict(fill)["fee"] == "0.05000"  # 0.1 % of 50.0, exact
+
+
+def test_paper_updates_are_the_orders_and_fills_as_read_right_after_each_command() -> None:
+    from cryptodesk.trading.order_state import fill_dict
+
+    desk = Desk()
+    commands: list[Any] = [
+        lambda: desk.submit("a", "buy", "0.7"),  # takes 0.5 @ 100.0 and 0.2 @ 100.5
+        lambda: desk.submit("b", "sell", "0.3", "99.4", client_order_id="s1"),  # takes at 99.5
+        lambda: desk.submit("a", "buy", "1", "99.9"),  # rests
+        lambda: desk.submit("b", "sell", "0.5", "102"),  # rests
+        lambda: desk.oms.on_book(book(2_000, asks=((99.8, 3.0),))),  # fills a's 99.9 buy
+        lambda: desk.oms.cancel("b", desk.oms.open_orders("b")[0].order_id),
+        lambda: desk.submit("a", "buy", "0.2", "99.9", post_only=True),  # would take: expires
+    ]
+    fills = 0
+    for command in commands:
+        command()
+        updates = desk.oms.take_updates()
+        assert updates
+        last = {u["order_id"]: u for u in updates if u["event"] == "order"}
+        for order_id, update in last.items():
+            assert update == {"event": "order", **order_dict(desk.oms.order(order_id))}  # type: ignore[arg-type]
+        known = {(f.trade_id, f.order_id): f for a in "ab" for f in desk.oms.fills(a)}
+        for update in (u for u in updates if u["event"] == "fill"):
+            assert update == {
+                "event": "fill",
+                **fill_dict(known[update["trade_id"], update["order_id"]]),
+            }
+            fills += 1
+    assert fills == 4
+    statuses = [o.status for a in "ab" for o in desk.oms.orders(a)]
+    assert sorted(statuses) == ["cancelled", "expired", "filled", "filled", "filled"]

@@ -55,13 +55,7 @@ from cryptodesk.domain.orders import Fill, Liquidity, OrderRequest, OrderStatus,
 from cryptodesk.trading.balances import Balances
 from cryptodesk.trading.errors import OrderRejected
 from cryptodesk.trading.instruments import EXACT, Instrument
-from cryptodesk.trading.order_state import (
-    Order,
-    OrderKeeping,
-    check_transition,
-    fill_dict,
-    order_dict,
-)
+from cryptodesk.trading.order_state import Order, OrderKeeping, OrderRecord, fill_dict
 from cryptodesk.trading.positions import Position, Positions
 
 Level = tuple[Decimal, Decimal]  # (price, quantity)
@@ -106,11 +100,15 @@ class _Book:
     asks: list[Level]
 
 
-@dataclass(slots=True)
-class _Live:
-    view: Order
-    instrument: Instrument
-    notional: Decimal = _ZERO
+class _Live(OrderRecord):
+    """A paper order (``OrderRecord``) and the venue's running notional of its fills."""
+
+    __slots__ = ("instrument", "notional")
+
+    def __init__(self, request: OrderRequest, order_id: str, ts: int, instrument: Instrument):
+        super().__init__(request, order_id, ts)
+        self.instrument = instrument
+        self.notional = _ZERO
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,9 +220,9 @@ class PaperVenue(OrderKeeping):
         out: list[tuple[str, Decimal]] = []
         resting = self._resting.get(symbol, {})
         for order_id in sorted(resting):
-            price = resting[order_id].view.price
+            price = resting[order_id].price
             assert price is not None  # only limit orders rest
-            if resting[order_id].view.side == "buy":
+            if resting[order_id].request.side == "buy":
                 crossed = bool(held.asks) and held.asks[0][0] <= price
             else:
                 crossed = bool(held.bids) and held.bids[0][0] >= price
@@ -268,24 +266,25 @@ class PaperVenue(OrderKeeping):
         if amount > _ZERO and not self.balances.reservation(order_id):
             self.balances.reserve(order_id, asset, amount, account=request.account)
         instrument = self.instruments[request.symbol]
-        live = _Live(Order.from_request(replace(request, venue=self.venue), order_id=order_id,
-                                        status="new", ts=ts), instrument)  # fmt: skip
+        live = _Live(replace(request, venue=self.venue), order_id, ts, instrument)
         self._orders[order_id] = live
         self._by_account.setdefault(request.account, []).append(live)
         if request.client_order_id is not None:
             self._client_ids[(request.account, request.client_order_id)] = order_id
-        self._change(live, ts, status="accepted")
+        self._change(live, ts, "accepted")
         if walk.early_close is not None:
-            self._change(live, ts, status="expired", close_reason=walk.early_close)
+            live.close_reason = walk.early_close
+            self._change(live, ts, "expired")
             return live.view
         for price, quantity in walk.takes:
             self._fill(live, price, quantity, "taker", ts)
         held = self._books.get(request.symbol)
         if held is not None:
             _consume(held.asks if request.side == "buy" else held.bids, walk.takes)
-        if live.view.is_open and _takes_only(request):
-            self._change(live, ts, status="expired", close_reason="ioc_remainder")
-        elif live.view.is_open:
+        if live.is_open and _takes_only(request):
+            live.close_reason = "ioc_remainder"
+            self._change(live, ts, "expired")
+        elif live.is_open:
             self._resting.setdefault(request.symbol, {})[order_id] = live
         return live.view
 
@@ -294,12 +293,13 @@ class PaperVenue(OrderKeeping):
         out = []
         for order_id, price in fills:
             live = self._orders[order_id]
-            out.append(self._fill(live, price, live.view.remaining, "maker", ts))
+            out.append(self._fill(live, price, live.remaining, "maker", ts))
         return out
 
     def apply_cancel(self, order_id: str, ts: int, reason: str = "client") -> Order:
         live = self._orders[order_id]
-        self._change(live, ts, status="cancelled", close_reason=reason)
+        live.close_reason = reason
+        self._change(live, ts, "cancelled")
         return live.view
 
     # ---- on its own ---------------------------------------------------------------------
@@ -334,8 +334,8 @@ class PaperVenue(OrderKeeping):
         live = self._orders.get(order_id)
         if live is None:
             raise OrderRejected("unknown_order", f"no order {order_id}", field="order_id")
-        if not live.view.is_open:
-            raise OrderRejected("not_open", f"order {order_id} is {live.view.status}",
+        if not live.is_open:
+            raise OrderRejected("not_open", f"order {order_id} is {live.status}",
                                 field="order_id")  # fmt: skip
         return self.apply_cancel(order_id, ts)
 
@@ -362,42 +362,42 @@ class PaperVenue(OrderKeeping):
 
     def _fill(self, live: _Live, price: Decimal, quantity: Decimal, liquidity: Liquidity,
               ts: int) -> Fill:  # fmt: skip
-        instrument, view = live.instrument, live.view
+        instrument, request = live.instrument, live.request
+        account, symbol, side = request.account, request.symbol, request.side
         rate = instrument.maker_fee if liquidity == "maker" else instrument.taker_fee
-        with localcontext(EXACT):
-            notional = price * quantity
-            fee = notional * rate
-            fill = Fill(self._trade_id(), view.order_id, view.account, view.symbol,
-                        view.side, price, quantity, fee, instrument.quote, liquidity, ts,
-                        venue=self.venue)  # fmt: skip
-            self.balances.settle_fill(fill, base=instrument.base, quote=instrument.quote)
-            self._positions.apply(fill)
-            self.traded[(view.account, view.symbol)] = None
-            self._fills.setdefault(view.account, []).append(fill)
-            self.updates.append({"event": "fill", **fill_dict(fill)})
-            live.notional += notional
-            filled = view.filled + quantity
-            done = filled == view.quantity
-            self._change(live, ts, status="filled" if done else "partially_filled",
-                         filled=filled, average_price=live.notional / filled,
-                         fees=view.fees + fee)  # fmt: skip
-            if not done and view.side == "buy" and view.price is not None:
-                # Keep only what the rest needs at the limit (a taker may fill below it).
-                fee_rate = max(instrument.taker_fee, instrument.maker_fee, _ZERO)
-                need = view.price * (view.quantity - filled) * (_ONE + fee_rate)
-                excess = self.balances.reservation(view.order_id) - need
-                if excess > _ZERO:
-                    self.balances.release(view.order_id, excess)
+        notional = EXACT.multiply(price, quantity)
+        fee = EXACT.multiply(notional, rate)
+        fill = Fill(self._trade_id(), live.order_id, account, symbol, side, price, quantity, fee,
+                    instrument.quote, liquidity, ts, venue=self.venue)  # fmt: skip
+        self.balances.settle_fill(fill, base=instrument.base, quote=instrument.quote)
+        self._positions.apply(fill)
+        self.traded[(account, symbol)] = None
+        self._fills.setdefault(account, []).append(fill)
+        self.updates.append({"event": "fill", **fill_dict(fill)})
+        live.notional = EXACT.add(live.notional, notional)
+        live.filled = filled = EXACT.add(live.filled, quantity)
+        live.average_price = EXACT.divide(live.notional, filled)
+        live.fees = EXACT.add(live.fees, fee)
+        done = filled == live.quantity
+        self._change(live, ts, "filled" if done else "partially_filled")
+        if not done and side == "buy" and live.price is not None:
+            # Keep only what the rest needs at the limit (a taker may fill below it).
+            fee_rate = max(instrument.taker_fee, instrument.maker_fee, _ZERO)
+            with localcontext(EXACT):
+                need = live.price * (live.quantity - filled) * (_ONE + fee_rate)
+                excess = self.balances.reservation(live.order_id) - need
+            if excess > _ZERO:
+                self.balances.release(live.order_id, excess)
         return fill
 
-    def _change(self, live: _Live, ts: int, *, status: OrderStatus, **fields: Any) -> None:
-        """Move the order on (a final status releases its reservation) and publish it."""
-        check_transition(live.view, status)
-        live.view = replace(live.view, status=status, updated_ts=ts, **fields)
-        if not live.view.is_open:
-            self.balances.release(live.view.order_id)
-            self._resting.get(live.view.symbol, {}).pop(live.view.order_id, None)
-        self.updates.append({"event": "order", **order_dict(live.view)})
+    def _change(self, live: _Live, ts: int, status: OrderStatus) -> None:
+        """Move the order on (a final status releases its reservation) and publish it;
+        the fields that change with it are set before."""
+        live.move(ts, status)
+        if not live.is_open:
+            self.balances.release(live.order_id)
+            self._resting.get(live.request.symbol, {}).pop(live.order_id, None)
+        self.updates.append(live.update())
 
 
 def _takes_only(request: OrderRequest) -> bool:
