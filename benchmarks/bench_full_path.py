@@ -8,7 +8,8 @@ quantities), ``PreTradeRisk.check`` with a balance reservation (both accounts ho
 plenty; no size or rate limits, so no order is refused), the in-memory order log,
 the engine, fills with fees, positions and balance settlement, and an update per
 change. The final book is checked against the flow's reference book, as for the
-engine alone.
+engine alone. The garbage collector is tuned as ``cryptodesk serve`` tunes it
+(``runtime.tune_gc``), since that is the process the order service runs in.
 
 Case ``full_path_1m``: value = operations/s (wall clock).
 
@@ -17,6 +18,7 @@ Case ``full_path_1m``: value = operations/s (wall clock).
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -74,12 +76,16 @@ class FullPath:
 
 
 def full_path_1m() -> Result:
+    from cryptodesk.runtime import tune_gc
+
     flow, want = _flow()
+    tune_gc()  # as cryptodesk serve does before it starts the order service
     seconds, got, entry, updates = run_engine(flow, entry=FullPath())
     _check("full path", got, want)
     rejected = sum(1 for o in entry.manager.orders("buyer") if o.status == "rejected")
     return {"value": len(flow) / seconds, "unit": "operations/s", "seconds": round(seconds, 3),
-            "updates": updates, "rejected": rejected}  # fmt: skip
+            "updates": updates, "rejected": rejected,
+            "gc_thresholds": "/".join(map(str, gc.get_threshold()))}  # fmt: skip
 
 
 def cases() -> dict[str, Callable[[], Result]]:
