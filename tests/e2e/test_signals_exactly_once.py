@@ -38,8 +38,10 @@ from tests.servers import Servers
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 T0 = int(datetime(2024, 1, 1, tzinfo=UTC).timestamp() * 1000)
 H = 3_600_000
-# 12 falling closes, then 28 rising ones: one golden cross, no death cross.
-CLOSES = [120.0 - 2 * i for i in range(12)] + [98.0 + 1.5 * i for i in range(28)]
+# 12 falling closes, then 60 rising ones: one golden cross, no death cross, and
+# the cross early enough (hour 14 of 71) that the kill lands mid-file even when a
+# loaded machine is seconds late with it.
+CLOSES = [120.0 - 2 * i for i in range(12)] + [98.0 + 1.5 * i for i in range(60)]
 # The replay keeps the file's last candle open (no later trade closes it).
 FINALIZED = len(CLOSES) - 1
 RULES = [{"id": "golden", "type": "ma_cross", "fast": 3, "slow": 5}]
@@ -152,8 +154,8 @@ def test_a_golden_cross_survives_kill9_exactly_once(server_factory, backend, tmp
         "CRYPTODESK_EXCHANGES": f"replay:{candles}",
         "CRYPTODESK_SYMBOLS": "BTC/USD",
         "CRYPTODESK_INTERVALS": "1h",
-        # An hour of candles every 0.125 s: the file takes about 5 s to play.
-        "CRYPTODESK_REPLAY_SPEED": "28800",
+        # An hour of candles every 0.25 s: the file takes about 18 s to play.
+        "CRYPTODESK_REPLAY_SPEED": "14400",
         "CRYPTODESK_SIGNAL_RULES": json.dumps(RULES),
         **env,
     }
