@@ -9,8 +9,9 @@ and checks made inside the transaction ("is this id stored already?") still
 hold when it commits.
 
 On a SQLite file, writes run on a plain ``sqlite3`` connection in the calling
-thread, as ``SqlMarketStore`` and ``SqlSignalStore`` do: a transaction that
-spans awaits on aiosqlite could be overtaken by those stores' inline writers.
+thread (``InlineSqlite``), as ``SqlMarketStore`` and ``SqlSignalStore`` do: the
+transaction's body has no real await, so the write lock is held only while it
+runs, and waiting for the lock never holds up the event loop.
 The chain check reads on its own connection in a worker thread, inside one
 read transaction, so it sees a consistent snapshot without holding the loop.
 """
