@@ -131,6 +131,7 @@ class OrderRecord:
         "created_ts",
         "fees",
         "filled",
+        "notional",
         "order_id",
         "price",
         "quantity",
@@ -149,6 +150,7 @@ class OrderRecord:
         self.filled = _ZERO
         self.average_price: Decimal | None = None
         self.fees = _ZERO
+        self.notional = _ZERO  # price x quantity summed over the fills
         self.reject_rule: str | None = None
         self.reject_reason: str | None = None
         self.close_reason: str | None = None
@@ -162,6 +164,14 @@ class OrderRecord:
     @property
     def remaining(self) -> Decimal:
         return EXACT.subtract(self.quantity, self.filled)
+
+    def add_fill(self, filled: Decimal, notional: Decimal, fee: Decimal) -> None:
+        """Account a fill of ``notional`` with ``fee`` that brings the total filled to
+        ``filled``; ``move`` publishes it."""
+        self.notional = EXACT.add(self.notional, notional)
+        self.filled = filled
+        self.average_price = EXACT.divide(self.notional, filled)
+        self.fees = EXACT.add(self.fees, fee)
 
     def reprice(self, price: Decimal | None, quantity: Decimal) -> None:
         """Set the limit price and total quantity (an amend); ``move`` publishes it."""

@@ -101,14 +101,13 @@ class _Book:
 
 
 class _Live(OrderRecord):
-    """A paper order (``OrderRecord``) and the venue's running notional of its fills."""
+    """A paper order (``OrderRecord``) and its market's instrument."""
 
-    __slots__ = ("instrument", "notional")
+    __slots__ = ("instrument",)
 
     def __init__(self, request: OrderRequest, order_id: str, ts: int, instrument: Instrument):
         super().__init__(request, order_id, ts)
         self.instrument = instrument
-        self.notional = _ZERO
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,10 +373,8 @@ class PaperVenue(OrderKeeping):
         self.traded[(account, symbol)] = None
         self._fills.setdefault(account, []).append(fill)
         self.updates.append({"event": "fill", **fill_dict(fill)})
-        live.notional = EXACT.add(live.notional, notional)
-        live.filled = filled = EXACT.add(live.filled, quantity)
-        live.average_price = EXACT.divide(live.notional, filled)
-        live.fees = EXACT.add(live.fees, fee)
+        filled = EXACT.add(live.filled, quantity)
+        live.add_fill(filled, notional, fee)
         done = filled == live.quantity
         self._change(live, ts, "filled" if done else "partially_filled")
         if not done and side == "buy" and live.price is not None:

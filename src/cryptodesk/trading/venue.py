@@ -48,7 +48,7 @@ class Live(OrderRecord):
     """An internal order (``OrderRecord``) and what the venue needs beside it: the
     engine's id and the integer lots."""
 
-    __slots__ = ("filled_lots", "instrument", "lots", "notional", "oid", "protection")
+    __slots__ = ("filled_lots", "instrument", "lots", "oid", "protection")
 
     def __init__(
         self,
@@ -65,7 +65,6 @@ class Live(OrderRecord):
         self.instrument = instrument
         self.lots = lots
         self.filled_lots = 0
-        self.notional = _ZERO
         self.protection = protection  # market / stop-market: the worst fill price
 
 
@@ -382,10 +381,7 @@ class Venue(OrderKeeping):
                 "liquidity": liquidity, "ts": ts, "venue": venue,
             })  # fmt: skip
             live.filled_lots += lots
-            live.notional = EXACT.add(live.notional, notional)
-            live.filled = filled = EXACT.multiply(lot_size, live.filled_lots)
-            live.average_price = EXACT.divide(live.notional, filled)
-            live.fees = EXACT.add(live.fees, fee)
+            live.add_fill(EXACT.multiply(lot_size, live.filled_lots), notional, fee)
             done = live.filled_lots == live.lots
             self._change(live, ts, "filled" if done else "partially_filled")
             if not done:  # keep only what the rest needs (a buy may fill below its price)
