@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from decimal import Decimal
-from typing import Final, Literal
+from typing import Final
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cryptodesk.adapters.bus.base import Bus
+from cryptodesk.config_trading import TradingStrategy
 from cryptodesk.domain.orders import OrderRequest, Side
 from cryptodesk.domain.signals import SIGNAL_KINDS, Signal, decode_signal
 from cryptodesk.services.order_service import OrderService
@@ -41,37 +40,6 @@ BULLISH: Final = frozenset(
     {"golden_cross", "ema_cross_up", "macd_cross_up", "rsi_oversold", "bb_break_lower"}
 )
 BEARISH: Final = frozenset(SIGNAL_KINDS) - BULLISH
-
-
-class TradingStrategy(BaseModel):
-    """One rule's signals traded (``[[trading_strategies]]`` in the settings): on paper, or
-    live with ``mode = "live"`` and a ``live:EXCHANGE`` venue."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    rule: str = Field(min_length=1, max_length=64, description="The signal rule's id.")
-    tenant: str = Field(min_length=1, max_length=64)
-    account: str = Field(min_length=1, max_length=64)
-    quantity: Decimal = Field(gt=0, description="Base quantity of each order.")
-    mode: Literal["paper", "live"] = Field(
-        "paper", description="live: real orders; required with a live:EXCHANGE venue."
-    )
-    venue: str = Field(
-        "internal",
-        pattern=r"^(internal|best|paper:[a-z0-9][a-z0-9_.-]*|live:[a-z0-9][a-z0-9_.-]*)$",
-        description="internal (the matching engine between accounts), paper:EXCHANGE "
-        "(fills against that exchange's live books), best (the best net price), or "
-        "live:EXCHANGE (real orders on the tenant's ledger account named by account).",
-    )
-
-    @model_validator(mode="after")
-    def _live_is_explicit(self) -> TradingStrategy:
-        if self.venue.startswith("live:") != (self.mode == "live"):
-            raise ValueError(
-                'a live:EXCHANGE venue needs mode = "live" (and mode live needs one): '
-                "real orders are never placed by accident"
-            )
-        return self
 
 
 def side_of(kind: str) -> Side:
