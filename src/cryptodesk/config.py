@@ -551,7 +551,8 @@ def load_settings(**overrides: Any) -> Settings:
         if not err["loc"]:  # a check across settings names them itself
             raise SettingsError(f"invalid setting {msg}") from None
         # A nested setting is named the way the environment spells it.
-        path = err["loc"][:3] if err["loc"][0] == "exchange_config" else err["loc"][:1]
+        nested = err["loc"][0] in ("exchange_config", "venue_fees")
+        path = err["loc"][:3] if nested else err["loc"][:1]
         name = ENV_PREFIX + "__".join(str(part).upper() for part in path)
         raise SettingsError(f"invalid setting {name}: {msg}") from None
     except (OSError, ValueError) as exc:  # unreadable or malformed cryptodesk.toml

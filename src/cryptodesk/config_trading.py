@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings
+
+from cryptodesk.trading.instruments import Fees
 
 
 class TradingStrategy(BaseModel):
@@ -40,6 +43,15 @@ class TradingStrategy(BaseModel):
         return self
 
 
+class VenueFees(BaseModel):
+    """One exchange's fee rates (``[venue_fees.EXCHANGE]``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    taker: Decimal = Field(ge=0, lt=1, allow_inf_nan=False)
+    maker: Decimal = Field(gt=-1, lt=1, allow_inf_nan=False, description="< 0: a rebate.")
+
+
 class TradingSettings(BaseSettings):
     trading_strategies: list[TradingStrategy] = Field(
         default_factory=list,
@@ -57,6 +69,14 @@ class TradingSettings(BaseSettings):
         description="How often the compute role reconciles open live orders with their "
         "exchanges (their fills reach the log, the ledger and the orders channel).",
     )  # fmt: skip
+    venue_fees: dict[str, VenueFees] = Field(
+        default_factory=dict,
+        description="Trading fee rates per exchange id, for its paper venue's fills, for "
+        "routing (best net price) and for the arbitrage watch (unless ARBITRAGE_TAKER_FEES "
+        "names the exchange): {taker, maker} fractions of the notional (0.001 = 0.1 %; a "
+        "negative maker fee is a rebate). An exchange not named pays the instrument's "
+        '(0.1 %). TOML [venue_fees.kraken] taker = "0.0026"; JSON in the environment.',
+    )
     paper_book_max_age_ms: int = Field(
         10_000, ge=1, description="A paper order that must take needs a book this fresh."
     )
@@ -71,6 +91,23 @@ class TradingSettings(BaseSettings):
                 f"(exchanges: {', '.join(ingested)}): a paper venue needs its live books"
             )
         return self
+
+    @model_validator(mode="after")
+    def _venue_fees_name_exchanges(self) -> Any:
+        for name in self.venue_fees:
+            if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]*", name):
+                raise ValueError(f"venue_fees names {name!r}, which is not an exchange id")
+        return self
+
+    def fee_schedule(self) -> dict[str, Fees]:
+        """``venue_fees`` as the trading core's ``Fees``, by exchange id."""
+        return {name: Fees(f.taker, f.maker) for name, f in self.venue_fees.items()}
+
+    def arbitrage_fees(self) -> dict[str, Decimal]:
+        """The arbitrage watch's taker fee per exchange: ``arbitrage_taker_fees`` where it
+        names the exchange, else ``venue_fees``' taker rate."""
+        own: dict[str, Decimal] = getattr(self, "arbitrage_taker_fees", {})
+        return {**{name: f.taker for name, f in self.venue_fees.items()}, **own}
 
     def paper_venue_exchanges(self) -> list[str]:
         """The exchanges whose paper venue is offered."""

@@ -43,7 +43,7 @@ async def start_risk_compute(
     if s.arbitrage_enabled and len(s.exchanges) > 1:
         watch = ArbitrageWatch(
             bus, exchanges=s.exchanges, symbols=s.symbols, threshold=s.arbitrage_threshold,
-            fees=s.arbitrage_taker_fees, default_fee=s.arbitrage_default_taker_fee,
+            fees=s.arbitrage_fees(), default_fee=s.arbitrage_default_taker_fee,
             max_age_ms=int(s.arbitrage_max_age_seconds * 1000), metrics=metrics,
         )  # fmt: skip
         tasks["arbitrage"] = asyncio.create_task(watch.run(stop))

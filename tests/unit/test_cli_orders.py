@@ -192,11 +192,17 @@ def test_a_rejected_order_exits_2_naming_its_rule_and_is_not_kept(traded: Path) 
     assert [o["order_id"] for o in ok("list", *T)] == ["O0000000001", "O0000000002"]
 
 
-def test_paper_venue_orders_rest_or_need_a_live_book(db: Path) -> None:
+def test_paper_venue_orders_rest_or_need_a_live_book(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     funded()
     paper = ("--venue", "paper:sim")
+    # sim's own rates: a resting buy holds price x quantity x (1 + the larger one).
+    monkeypatch.setenv("CRYPTODESK_VENUE_FEES", '{"sim": {"taker": "0.003", "maker": "0.001"}}')
     resting = ok("place", *T, *BID, "--quantity", "0.1", "--price", "59000", *paper)
     assert pick(resting, "order_id", "venue", "status") == ("O0000000001", "paper:sim", "accepted")
+    cash = ok("deposit", *T, "--account", "alice", "--asset", "USDT", "--amount", "1")
+    assert Decimal(cash["reserved"]) == Decimal("5917.7")  # 5900 x 1.003
     market = refused("place", *T, *BID[:6], "--type", "market", "--quantity", "0.1", *paper)
     assert market.startswith("cryptodesk: error: order rejected: no_book: no order book of ")
     assert [o["venue"] for o in ok("list", *T)] == ["paper:sim"]

@@ -215,3 +215,51 @@ def test_paper_exchanges_default_to_every_ingested_exchange(monkeypatch):
     with pytest.raises(SettingsError) as err:
         load_settings()
     assert "kraken, which is not ingested (exchanges: sim, binance)" in str(err.value)
+
+
+def test_venue_fees_from_the_file_and_the_environment(monkeypatch, tmp_path):
+    from decimal import Decimal as D
+
+    from cryptodesk.trading.instruments import Fees
+
+    assert load_settings().fee_schedule() == {}
+    (tmp_path / "cryptodesk.toml").write_text(
+        '[venue_fees.kraken]\ntaker = "0.0026"\nmaker = "0.0016"\n'
+        "[venue_fees.binance]\ntaker = 0.001\nmaker = -0.0001\n"
+    )
+    s = load_settings()
+    assert s.fee_schedule() == {"kraken": Fees(D("0.0026"), D("0.0016")),
+                                "binance": Fees(D("0.001"), D("-0.0001"))}  # fmt: skip
+    # The arbitrage watch takes the taker rates unless its own setting names the exchange.
+    assert s.arbitrage_fees() == {"kraken": D("0.0026"), "binance": D("0.001")}
+    monkeypatch.setenv("CRYPTODESK_ARBITRAGE_TAKER_FEES", "kraken=0.004")
+    assert load_settings().arbitrage_fees() == {"kraken": D("0.004"), "binance": D("0.001")}
+    # The environment adds to (and overrides) the file's tables, as JSON or one by one.
+    monkeypatch.setenv("CRYPTODESK_VENUE_FEES", '{"sim": {"taker": "0.0005", "maker": "0"}}')
+    monkeypatch.setenv("CRYPTODESK_VENUE_FEES__KRAKEN__TAKER", "0.003")
+    assert load_settings().fee_schedule() == {"kraken": Fees(D("0.003"), D("0.0016")),
+                                              "binance": Fees(D("0.001"), D("-0.0001")),
+                                              "sim": Fees(D("0.0005"), D(0))}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        (
+            '{"kraken": {"taker": "-0.001", "maker": "0"}}',
+            "_FEES__KRAKEN__TAKER: Input should be gr",
+        ),
+        (
+            '{"kraken": {"taker": "0.001", "maker": "1"}}',
+            "_FEES__KRAKEN__MAKER: Input should be le",
+        ),
+        ('{"kraken": {"taker": "NaN", "maker": "0"}}', "_FEES__KRAKEN__TAKER: Input should be a f"),
+        ('{"kraken": {"taker": "0.001"}}', "CRYPTODESK_VENUE_FEES__KRAKEN__MAKER: Field required"),
+        ('{"kraken": {"taker": "0.001", "maker": "0", "fee": 1}}', "_KRAKEN__FEE: Extra inputs"),
+        ('{"Kraken Pro": {"taker": "0.001", "maker": "0"}}', "'Kraken Pro', which is not an ex"),
+    ],
+)
+def test_bad_venue_fees_name_the_setting(monkeypatch, value, fragment):
+    monkeypatch.setenv("CRYPTODESK_VENUE_FEES", value)
+    with pytest.raises(SettingsError, match=fragment):
+        load_settings()

@@ -10,7 +10,7 @@ from cryptodesk.domain.market import OrderBook
 from cryptodesk.domain.orders import OrderRequest
 from cryptodesk.trading.balances import Balances
 from cryptodesk.trading.errors import OrderRejected
-from cryptodesk.trading.instruments import Instrument
+from cryptodesk.trading.instruments import Fees, Instrument
 from cryptodesk.trading.oms import OrderManager
 from cryptodesk.trading.order_log import MemoryOrderLog
 from cryptodesk.trading.order_state import Order, order_dict
@@ -33,9 +33,10 @@ class Desk:
     """A manager with the internal venue and ``paper:binance``; a and b hold 100,000 USDT
     and 10 BTC each; the binance book of ``ASKS``/``BIDS`` arrived at t=1000."""
 
-    def __init__(self, limits: RiskLimits | None = None) -> None:
+    def __init__(self, limits: RiskLimits | None = None, fees: Fees | None = None) -> None:
         self.now = 1_000
         self.limits = limits or RiskLimits()
+        self.fees = {} if fees is None else {"binance": fees}
         self.log = MemoryOrderLog()
         self.oms = self._manager(self.log, replay=False)
         for account in ("a", "b"):
@@ -51,9 +52,11 @@ class Desk:
 
         if replay:
             return OrderManager.replay({SYMBOL: BTC}, risk, log, clock=lambda: self.now,
-                                       paper=["binance"], paper_max_age_ms=5_000)  # fmt: skip
+                                       paper=["binance"], paper_max_age_ms=5_000,
+                                       venue_fees=self.fees)  # fmt: skip
         return OrderManager({SYMBOL: BTC}, risk(), log, clock=lambda: self.now,
-                            paper=["binance"], paper_max_age_ms=5_000)  # fmt: skip
+                            paper=["binance"], paper_max_age_ms=5_000,
+                            venue_fees=self.fees)  # fmt: skip
 
     def submit(self, account: str, side: Any, quantity: str, price: str | None = None,
                venue: str = PAPER, **kw: Any) -> Order:  # fmt: skip
@@ -251,6 +254,66 @@ def test_a_best_market_order_goes_to_the_venue_with_the_best_net_price() -> None
     desk.now = 10_000  # the paper book is stale: only the internal book is a candidate
     assert desk.submit("a", "buy", "0.5", venue="best").venue == "internal"
     assert desk.state(desk.replayed()) == desk.state(desk.oms)
+
+
+def test_a_paper_venue_charges_its_exchanges_fees_and_an_order_keeps_the_rates_it_got() -> None:
+    desk = Desk(fees=Fees(D("0.002"), D("-0.0001")))  # binance: 0.2 % taker, a maker rebate
+    taken = desk.submit("a", "buy", "0.5")  # all at 100.0
+    assert (taken.status, taken.fees) == ("filled", D("0.1000"))  # 0.2 % of 50
+    assert desk.log.records()[-1]["fees"] == ["0.002", "-0.0001"]
+    resting = desk.submit("a", "buy", "1", "99.8")
+    # Held at the larger of the two rates: 99.8 x 1.002.
+    assert desk.free("a", "USDT")[1] == D("99.9996")
+    desk.now = 2_000
+    assert desk.oms.on_book(book(1_900, asks=((99.7, 3.0),))) == 1
+    filled = desk.oms.order(resting.order_id)
+    assert filled is not None
+    assert (filled.status, filled.fees) == ("filled", D("-0.00998"))  # the rebate is paid
+    assert desk.free("a", "USDT") == (D(100_000) - D("50.1") - D("99.8") + D("0.00998"), D(0))
+    (position,) = desk.oms.positions("a")
+    assert position.fees == D("0.1000") - D("0.00998")
+    # The internal venue still charges the instrument's rates.
+    desk.submit("b", "sell", "1", "100", venue="internal")
+    internal = desk.submit("a", "buy", "1", "100", venue="internal")
+    assert internal.fees == D("0.100")  # 0.1 % taker
+    # Replayed under other rates, every order keeps the rates it was placed at; a new
+    # paper order pays the new ones.
+    desk.fees = {"binance": Fees(D("0.005"), D("0.005"))}
+    replayed = desk.replayed()
+    assert desk.state(replayed) == desk.state(desk.oms)
+    desk.oms = replayed
+    desk.oms.on_book(book(2_000, asks=((100.0, 1.0),)))
+    assert desk.submit("a", "buy", "0.1").fees == D("0.05000")  # 0.5 % of 10.0
+
+
+def test_a_record_from_before_fees_were_recorded_replays_at_the_instruments_rates() -> None:
+    desk = Desk()
+    desk.submit("a", "buy", "1.2")
+    desk.submit("a", "buy", "1", "99.8")
+    desk.now = 2_000
+    desk.oms.on_book(book(1_900, asks=((99.7, 3.0),)))
+    old = [{k: v for k, v in r.items() if k != "fees"} for r in desk.log.records()]
+    assert sum("fees" in r for r in desk.log.records()) == 2
+    desk.fees = {"binance": Fees(D("0.01"), D("0.01"))}
+    desk.log = MemoryOrderLog(old)
+    assert desk.state(desk.replayed()) == desk.state(desk.oms)
+
+
+def test_best_routing_compares_prices_net_of_each_venues_own_taker_fee() -> None:
+    # binance's 100.0 at 0.5 % costs 100.5 a unit; the internal 100.2 at 0.1 % 100.3002.
+    desk = Desk(fees=Fees(D("0.005"), D("0.001")))
+    desk.submit("b", "sell", "2", "100.2", venue="internal")
+    desk.submit("a", "buy", "0.1", "100.2", venue="internal")
+    order = desk.submit("a", "buy", "0.5", venue="best")
+    assert (order.venue, order.average_price, order.fees) == ("internal", D("100.2"), D("0.05010"))
+    # Selling, binance's bid 99.5 nets 99.0025; the internal book has no bid: binance.
+    sold = desk.submit("b", "sell", "0.5", venue="best")
+    assert (sold.venue, sold.fees) == (PAPER, D("0.248750"))  # 0.5 % of 49.75
+    # At the same rates binance's better price wins again.
+    same = Desk(fees=Fees(D("0.001"), D("0.001")))
+    same.submit("b", "sell", "2", "100.2", venue="internal")
+    same.submit("a", "buy", "0.1", "100.2", venue="internal")
+    assert same.submit("a", "buy", "0.5", venue="best").venue == PAPER
 
 
 def test_order_and_fill_dicts_carry_every_field_as_json_values() -> None:

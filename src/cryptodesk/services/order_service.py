@@ -20,7 +20,8 @@ Paper venues (``paper``: exchange names) trade against the exchanges' live books
 a paper order's command first hands the manager the latest book of its market
 (``books``, read from the cache), and ``on_book`` (the paper feed's books from
 the bus) fills resting paper orders, one logged command per tenant that has open
-paper orders in that market. ``refresh`` catches every tenant up with the log
+paper orders in that market; they charge their exchange's rates where ``venue_fees``
+(by exchange id) names them. ``refresh`` catches every tenant up with the log
 (and loads those this process has not seen), so a process feeding books learns
 of orders placed in others.
 
@@ -56,7 +57,7 @@ from cryptodesk.services.order_queries import (
     owner,
 )
 from cryptodesk.trading.balances import Balances
-from cryptodesk.trading.instruments import TICK_SIZE, Instrument
+from cryptodesk.trading.instruments import TICK_SIZE, Fees, Instrument
 from cryptodesk.trading.oms import OrderManager
 from cryptodesk.trading.order_log import Record
 from cryptodesk.trading.order_state import Order
@@ -147,6 +148,7 @@ class OrderService(OrderQueries):
         paper: Sequence[str] = (),
         books: BookReader | None = None,
         paper_max_age_ms: int = 10_000,
+        venue_fees: Mapping[str, Fees] | None = None,
         live: LiveOrders | None = None,
     ) -> None:
         self._store = store
@@ -154,6 +156,7 @@ class OrderService(OrderQueries):
         self.paper = tuple(paper)
         self._books = books
         self._paper_max_age_ms = paper_max_age_ms
+        self._venue_fees = dict(venue_fees or {})
         self._instruments = instruments
         self._limits = RiskLimits() if limits is None else limits
         self._halted = halted
@@ -330,7 +333,8 @@ class OrderService(OrderQueries):
                                 halted=lambda symbol: halted(symbol, False))  # fmt: skip
 
         manager = OrderManager.replay(chosen, risk, log, clock=self._clock, paper=self.paper,
-                                      paper_max_age_ms=self._paper_max_age_ms)  # fmt: skip
+                                      paper_max_age_ms=self._paper_max_age_ms,
+                                      venue_fees=self._venue_fees)  # fmt: skip
         state = TenantState(
             manager, log, 0, live=None if self.live is None else self.live.blotter(tenant)
         )

@@ -9,7 +9,7 @@ never rounded silently (rounding an order changes what the client asked for).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Context, Decimal, DivisionByZero, InvalidOperation, Overflow
 from typing import Any, Final
 
@@ -40,6 +40,19 @@ Grid = tuple[int, int | None, int | None]
 def plain(value: Decimal) -> str:
     """A decimal for a message: no exponent, no trailing zeros."""
     return format(value.normalize(), "f") if value else "0"
+
+
+@dataclass(frozen=True, slots=True)
+class Fees:
+    """A venue's fee rates, fractions of the notional (a negative maker fee is a rebate);
+    checked where an ``Instrument`` is made with them (``Instrument.charging``)."""
+
+    taker: Decimal
+    maker: Decimal
+
+    @classmethod
+    def of(cls, instrument: Instrument) -> Fees:
+        return cls(instrument.taker_fee, instrument.maker_fee)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +87,12 @@ class Instrument:
         # Any positive quantity on the lot grid is at least one lot anyway.
         if self.min_quantity < self.lot_size:
             object.__setattr__(self, "min_quantity", self.lot_size)
+
+    def charging(self, fees: Fees | None) -> Instrument:
+        """This market at a venue's own fee rates (itself for None)."""
+        if fees is None or (fees.taker, fees.maker) == (self.taker_fee, self.maker_fee):
+            return self
+        return replace(self, taker_fee=fees.taker, maker_fee=fees.maker)
 
     # -- grid conversions ------------------------------------------------------
 

@@ -18,9 +18,9 @@ paper venue a new snapshot and logs the resting orders it fills
 (``paper_fills``). Paper orders are not amended (cancel and place again).
 
 A market order with venue ``best`` is routed (``trading/router.py``) to the venue
-whose book fills the whole quantity at the best price net of the taker fee: the
-internal book and every paper venue's fresh book; the order (and its record)
-then names the venue chosen.
+whose book fills the whole quantity at the best price net of its taker fee (a
+paper venue's are its exchange's, ``venue_fees``): the internal book and every
+paper venue's fresh book; the order (and its record) then names the venue chosen.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from cryptodesk.domain.errors import DomainError
 from cryptodesk.domain.market import OrderBook
 from cryptodesk.domain.orders import ORDER_TYPES, SIDES, TIMES_IN_FORCE, OrderRequest, Side
 from cryptodesk.trading.errors import OrderRejected
-from cryptodesk.trading.instruments import Grid, Instrument, plain
+from cryptodesk.trading.instruments import Fees, Grid, Instrument, plain
 from cryptodesk.trading.matching import SelfTrade
 from cryptodesk.trading.order_log import OrderLog, Record
 from cryptodesk.trading.order_state import Order, order_dict
@@ -58,9 +58,10 @@ class OrderManager(Venue):
         venue: str = "internal",
         paper: Sequence[str] = (),
         paper_max_age_ms: int = 10_000,
+        venue_fees: Mapping[str, Fees] | None = None,
     ) -> None:
         super().__init__(instruments, risk, self_trade=self_trade, venue=venue, paper=paper,
-                         paper_max_age_ms=paper_max_age_ms)  # fmt: skip
+                         paper_max_age_ms=paper_max_age_ms, venue_fees=venue_fees)  # fmt: skip
         self.log = log
         self._clock = clock
 
@@ -76,6 +77,7 @@ class OrderManager(Venue):
         venue: str = "internal",
         paper: Sequence[str] = (),
         paper_max_age_ms: int = 10_000,
+        venue_fees: Mapping[str, Fees] | None = None,
     ) -> OrderManager:
         """A manager rebuilt from ``log`` (which it then keeps appending to). Records are
         applied as they were decided: no rate limit or risk check runs again, and each
@@ -85,7 +87,7 @@ class OrderManager(Venue):
         last_ts = int(records[-1]["ts"]) if records else 0
         manager = cls(instruments, risk_factory(), log, clock=clock or (lambda: last_ts),
                       self_trade=self_trade, venue=venue, paper=paper,
-                      paper_max_age_ms=paper_max_age_ms)  # fmt: skip
+                      paper_max_age_ms=paper_max_age_ms, venue_fees=venue_fees)  # fmt: skip
         for record in records:
             manager.apply(record)
         manager.take_updates()
@@ -260,7 +262,7 @@ class OrderManager(Venue):
                                 f"{venues}", field="venue")  # fmt: skip
         _check_choices(request)
         last = paper.admit(request, ts)
-        instrument = self.instruments[request.symbol]
+        instrument = paper.instruments[request.symbol]  # at the exchange's fees
         _, protection = self._check_risk(request, instrument, order_id, last)
         walk = paper.walk(request, ts, request.price if protection is None else protection)
         record = _submit_record(request, order_id, ts, instrument, protection,
@@ -268,6 +270,7 @@ class OrderManager(Venue):
         record["venue"] = request.venue
         record["takes"] = [[str(price), str(quantity)] for price, quantity in walk.takes]
         record["early_close"] = walk.early_close
+        record["fees"] = [str(instrument.taker_fee), str(instrument.maker_fee)]
         return record
 
     def _check_risk(self, request: OrderRequest, instrument: Instrument, order_id: str,
@@ -296,16 +299,18 @@ class OrderManager(Venue):
             raise OrderRejected("unknown_symbol", f"symbol {request.symbol} is not traded here",
                                 field="symbol")  # fmt: skip
         books: dict[str, list[tuple[Decimal, Decimal]]] = {}
+        fees: dict[str, Decimal] = {}
         engine = self._engines.get(request.symbol)
         if engine is not None:
             bids, asks = engine.l2()
             levels = asks if request.side == "buy" else bids
             books["internal"] = [(instrument.price(p), instrument.quantity(q)) for p, q in levels]
+            fees["internal"] = instrument.taker_fee
         for venue, paper in self.paper.items():
             side = paper.fresh_side(request, ts)
             if side is not None:
                 books[venue] = list(side)
-        fees = dict.fromkeys(books, instrument.taker_fee)
+                fees[venue] = paper.instruments[request.symbol].taker_fee
         return best_venue(request.side, request.quantity, books, fees)
 
     def _record(self, record: Record) -> Record:

@@ -37,7 +37,9 @@ manager's other venues when it runs this one): a sell reserves its base
 quantity; a limit buy price x quantity x (1 + the larger fee); a market buy the
 exact cost of the fills the walk found, with the taker fee (on its own) or what
 pre-trade risk reserved at the protection price (in the order manager). Fees are
-the instrument's taker or maker fee x notional, in the quote asset. On its own,
+the taker or maker rate x notional, in the quote asset, at the exchange's own rates
+(``fees``; default the instrument's): an order keeps the rates it was placed at
+(``apply_submit`` takes them, as its log record carries them). On its own,
 order ids are ``PO`` + sequence and trade ids ``PT`` + sequence; every order
 change and fill is appended to ``updates`` in the internal venue's shape
 (``take_updates``).
@@ -54,7 +56,7 @@ from cryptodesk.domain.market import OrderBook
 from cryptodesk.domain.orders import Fill, Liquidity, OrderRequest, OrderStatus, Side
 from cryptodesk.trading.balances import Balances
 from cryptodesk.trading.errors import OrderRejected
-from cryptodesk.trading.instruments import EXACT, Instrument
+from cryptodesk.trading.instruments import EXACT, Fees, Instrument
 from cryptodesk.trading.order_state import Order, OrderKeeping, OrderRecord, fill_dict
 from cryptodesk.trading.positions import Position, Positions
 
@@ -120,8 +122,9 @@ class Walk:
 
 
 class PaperVenue(OrderKeeping):
-    """Paper orders of every account against ``exchange``'s live books. ``positions``
-    and ``trade_id`` let an order manager share its positions and trade numbering."""
+    """Paper orders of every account against ``exchange``'s live books, at ``fees`` (the
+    exchange's rates; None: each instrument's). ``positions`` and ``trade_id`` let an
+    order manager share its positions and trade numbering."""
 
     def __init__(
         self,
@@ -132,10 +135,11 @@ class PaperVenue(OrderKeeping):
         positions: Positions | None = None,
         trade_id: Callable[[], str] | None = None,
         max_age_ms: int = 10_000,
+        fees: Fees | None = None,
     ) -> None:
         self.exchange = exchange
         self.venue = f"paper:{exchange}"
-        self.instruments = dict(instruments)
+        self.instruments = {name: i.charging(fees) for name, i in instruments.items()}
         self.balances = balances if balances is not None else Balances()
         self.max_age_ms = max_age_ms
         self.updates: list[dict[str, Any]] = []
@@ -258,13 +262,14 @@ class PaperVenue(OrderKeeping):
     # ---- applying -----------------------------------------------------------------------
 
     def apply_submit(self, request: OrderRequest, order_id: str, ts: int, walk: Walk,
-                     reserve: tuple[str, Decimal]) -> Order:  # fmt: skip
+                     reserve: tuple[str, Decimal], fees: Fees | None = None) -> Order:  # fmt: skip
         """Place the order as decided: hold ``reserve`` (unless already held under
-        ``order_id``), take ``walk.takes`` as taker, then expire or rest the rest."""
+        ``order_id``), take ``walk.takes`` as taker, then expire or rest the rest; its
+        fills pay ``fees`` (None: the venue's rates now)."""
         asset, amount = reserve
         if amount > _ZERO and not self.balances.reservation(order_id):
             self.balances.reserve(order_id, asset, amount, account=request.account)
-        instrument = self.instruments[request.symbol]
+        instrument = self.instruments[request.symbol].charging(fees)
         live = _Live(replace(request, venue=self.venue), order_id, ts, instrument)
         self._orders[order_id] = live
         self._by_account.setdefault(request.account, []).append(live)

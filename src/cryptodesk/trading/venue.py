@@ -18,6 +18,8 @@ Orders for ``paper:EXCHANGE`` (one ``PaperVenue`` per exchange named in ``paper`
 are applied to that venue as they were decided (what they took is in the record;
 resting ones fill by ``paper_fills`` records), sharing the balances, the positions
 (one per account and symbol across venues), the order id and trade id numbering.
+A paper venue charges its exchange's rates where ``venue_fees`` (by exchange id)
+names them, else the instrument's; each order the rates its record carries.
 
 Market orders go to the book as IOC (or FOK) limits at the risk engine's
 protection price, so a fill never costs more than was reserved; a stop-market
@@ -32,7 +34,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, localcontext
 from typing import Any
 
 from cryptodesk.domain.orders import FINAL_STATUSES, Fill, Liquidity, OrderRequest, OrderStatus
-from cryptodesk.trading.instruments import EXACT, Instrument
+from cryptodesk.trading.instruments import EXACT, Fees, Instrument
 from cryptodesk.trading.matching import BUY, SELL, Event, MatchingEngine, SelfTrade
 from cryptodesk.trading.order_log import Record
 from cryptodesk.trading.order_state import Order, OrderKeeping, OrderRecord
@@ -81,6 +83,7 @@ class Venue(OrderKeeping):
         venue: str = "internal",
         paper: Sequence[str] = (),
         paper_max_age_ms: int = 10_000,
+        venue_fees: Mapping[str, Fees] | None = None,
     ) -> None:
         self.instruments = dict(instruments)
         self.risk = risk
@@ -103,6 +106,7 @@ class Venue(OrderKeeping):
             f"paper:{exchange}": PaperVenue(
                 exchange, self.instruments, balances=risk.balances, positions=self._positions,
                 trade_id=self._next_trade_id, max_age_ms=paper_max_age_ms,
+                fees=(venue_fees or {}).get(exchange),
             )
             for exchange in paper
         }  # fmt: skip
@@ -245,7 +249,13 @@ class Venue(OrderKeeping):
         takes = [(Decimal(price), Decimal(quantity)) for price, quantity in record["takes"]]
         reserve = (record["reserve_asset"], Decimal(record["reserve_amount"]))
         walk = Walk(takes, record["early_close"])
-        self.paper[record["venue"]].apply_submit(_request(record), order_id, ts, walk, reserve)
+        request = _request(record)
+        # The rates the order was placed at; a record from before they were recorded was
+        # charged the instrument's.
+        rates = record.get("fees")
+        fees = (Fees.of(self.instruments[request.symbol]) if rates is None
+                else Fees(Decimal(rates[0]), Decimal(rates[1])))  # fmt: skip
+        self.paper[record["venue"]].apply_submit(request, order_id, ts, walk, reserve, fees)
 
     def _apply_submit(self, record: Record, ts: int) -> None:
         request = _request(record)
