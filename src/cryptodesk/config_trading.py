@@ -9,7 +9,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings
 
+from cryptodesk.domain.symbol import Symbol
 from cryptodesk.trading.instruments import Fees
+from cryptodesk.trading.pretrade import RiskLimits
 
 
 class TradingStrategy(BaseModel):
@@ -52,6 +54,41 @@ class VenueFees(BaseModel):
     maker: Decimal = Field(gt=-1, lt=1, allow_inf_nan=False, description="< 0: a rebate.")
 
 
+class OrderLimits(BaseModel):
+    """Pre-trade risk limits (``[order_limits]``, ``[symbol_order_limits."BTC/USDT"]``);
+    a limit left out is off. See ``trading/pretrade.py`` for each rule."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    price_band: Decimal | None = Field(
+        None, gt=0, lt=1, allow_inf_nan=False,
+        description="A limit price at most this fraction away from the last trade (fat "
+        "fingers); it also caps what a market order may pay (its protection price).",
+    )  # fmt: skip
+    max_order_quantity: Decimal | None = Field(None, gt=0, allow_inf_nan=False)
+    max_order_notional: Decimal | None = Field(
+        None, gt=0, allow_inf_nan=False, description="In the quote asset."
+    )
+    max_open_orders: int | None = Field(None, ge=1, description="Per account and symbol.")
+    max_position: Decimal | None = Field(
+        None, gt=0, allow_inf_nan=False, description="Absolute base quantity per account."
+    )
+    submit_rate: Decimal | None = Field(
+        None, gt=0, allow_inf_nan=False,
+        description="Orders per second per account, across symbols (set it on the default).",
+    )  # fmt: skip
+    submit_burst: int | None = Field(
+        None, ge=1, description="The rate's bucket size (default: the rate, at least 1)."
+    )
+    market_slippage: Decimal = Field(
+        Decimal("0.05"), gt=0, lt=1, allow_inf_nan=False,
+        description="Without a price band: how far from the last trade a market order may fill.",
+    )  # fmt: skip
+
+    def risk_limits(self) -> RiskLimits:
+        return RiskLimits(**self.model_dump())
+
+
 class TradingSettings(BaseSettings):
     trading_strategies: list[TradingStrategy] = Field(
         default_factory=list,
@@ -77,6 +114,17 @@ class TradingSettings(BaseSettings):
         "negative maker fee is a rebate). An exchange not named pays the instrument's "
         '(0.1 %). TOML [venue_fees.kraken] taker = "0.0026"; JSON in the environment.',
     )
+    order_limits: OrderLimits = Field(
+        default_factory=OrderLimits,
+        description="Pre-trade risk limits of every symbol ([order_limits]; "
+        "ORDER_LIMITS__PRICE_BAND=0.05 and so on in the environment); all off by default "
+        "but market_slippage (0.05).",
+    )
+    symbol_order_limits: dict[str, OrderLimits] = Field(
+        default_factory=dict,
+        description='Per symbol, what differs from order_limits ([symbol_order_limits."BTC/'
+        "USDT\"]; JSON in the environment); a limit it leaves out is order_limits' one.",
+    )
     paper_book_max_age_ms: int = Field(
         10_000, ge=1, description="A paper order that must take needs a book this fresh."
     )
@@ -98,6 +146,36 @@ class TradingSettings(BaseSettings):
             if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]*", name):
                 raise ValueError(f"venue_fees names {name!r}, which is not an exchange id")
         return self
+
+    @model_validator(mode="after")
+    def _symbol_limits_name_traded_symbols(self) -> Any:
+        traded: list[str] = list(getattr(self, "symbols", []))
+        named: dict[str, OrderLimits] = {}
+        for name, limits in self.symbol_order_limits.items():
+            symbol = str(Symbol.parse(name))  # DomainError (a ValueError) naming the form
+            if symbol not in traded:
+                raise ValueError(f"symbol_order_limits names {symbol}, which is not traded "
+                                 f"(symbols: {', '.join(traded)})")  # fmt: skip
+            named[symbol] = limits
+        object.__setattr__(self, "symbol_order_limits", named)  # the settings are frozen
+        return self
+
+    def risk_limits(self) -> dict[str, RiskLimits]:
+        """Every traded symbol's pre-trade limits: ``order_limits`` with what
+        ``symbol_order_limits`` sets for it."""
+        default = self.order_limits
+        out: dict[str, RiskLimits] = {}
+        for symbol in getattr(self, "symbols", []):
+            own = self.symbol_order_limits.get(symbol)
+            merged = (
+                default
+                if own is None
+                else default.model_copy(
+                    update={name: getattr(own, name) for name in own.model_fields_set}
+                )
+            )
+            out[symbol] = merged.risk_limits()
+        return out
 
     def fee_schedule(self) -> dict[str, Fees]:
         """``venue_fees`` as the trading core's ``Fees``, by exchange id."""

@@ -192,6 +192,20 @@ def test_a_rejected_order_exits_2_naming_its_rule_and_is_not_kept(traded: Path) 
     assert [o["order_id"] for o in ok("list", *T)] == ["O0000000001", "O0000000002"]
 
 
+def test_the_settings_order_limits_apply_to_every_order(
+    traded: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The last trade is 60000: a 1 % band refuses 60700; BTC/USDT's own table caps size.
+    monkeypatch.setenv("CRYPTODESK_ORDER_LIMITS__PRICE_BAND", "0.01")
+    monkeypatch.setenv("CRYPTODESK_SYMBOL_ORDER_LIMITS",
+                       '{"BTC/USDT": {"max_order_quantity": "0.25"}}')  # fmt: skip
+    band = refused("place", *T, *ASK, "--quantity", "0.1", "--price", "60700")
+    assert band.startswith("cryptodesk: error: order rejected: price_band: ")
+    size = refused("place", *T, *ASK, "--quantity", "0.3", "--price", "60100")
+    assert size.startswith("cryptodesk: error: order rejected: max_quantity: ")
+    assert ok("place", *T, *ASK, "--quantity", "0.25", "--price", "60100")["status"] == "accepted"
+
+
 def test_paper_venue_orders_rest_or_need_a_live_book(
     db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -263,3 +263,49 @@ def test_bad_venue_fees_name_the_setting(monkeypatch, value, fragment):
     monkeypatch.setenv("CRYPTODESK_VENUE_FEES", value)
     with pytest.raises(SettingsError, match=fragment):
         load_settings()
+
+
+def test_order_limits_default_off_and_per_symbol_tables_override_what_they_set(
+    monkeypatch, tmp_path
+):
+    from decimal import Decimal as D
+
+    from cryptodesk.trading.pretrade import RiskLimits
+
+    assert load_settings().risk_limits() == dict.fromkeys(
+        ["BTC/USDT", "ETH/USDT", "SOL/USDT"], RiskLimits()
+    )
+    (tmp_path / "cryptodesk.toml").write_text(
+        '[order_limits]\nprice_band = "0.05"\nmax_order_quantity = "100"\nsubmit_rate = 5\n'
+        '[symbol_order_limits."btc-usdt"]\nmax_order_quantity = "2"\nmax_open_orders = 10\n'
+    )
+    limits = load_settings().risk_limits()
+    base = RiskLimits(price_band=D("0.05"), max_order_quantity=D(100), submit_rate=D(5))
+    assert limits["ETH/USDT"] == limits["SOL/USDT"] == base
+    assert limits["BTC/USDT"] == RiskLimits(price_band=D("0.05"), max_order_quantity=D(2),
+                                            max_open_orders=10, submit_rate=D(5))  # fmt: skip
+    # The environment: one limit at a time, or a symbol's table as JSON (null turns one off).
+    monkeypatch.setenv("CRYPTODESK_ORDER_LIMITS__MAX_ORDER_NOTIONAL", "250000")
+    monkeypatch.setenv("CRYPTODESK_SYMBOL_ORDER_LIMITS", '{"SOL/USDT": {"price_band": null}}')
+    limits = load_settings().risk_limits()
+    assert limits["ETH/USDT"].max_order_notional == D(250_000)
+    assert (limits["SOL/USDT"].price_band, limits["SOL/USDT"].max_order_notional) == (
+        None, D(250_000))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "fragment"),
+    [
+        ("ORDER_LIMITS__PRICE_BAND", "1.5", "CRYPTODESK_ORDER_LIMITS: Input should be less"),
+        ("ORDER_LIMITS__MAX_OPEN_ORDERS", "0", "CRYPTODESK_ORDER_LIMITS: Input should be gr"),
+        ("ORDER_LIMITS__SUBMIT_RATE", "-1", "CRYPTODESK_ORDER_LIMITS: Input should be greater"),
+        ("ORDER_LIMITS__MAX_POSITON", "1", "CRYPTODESK_ORDER_LIMITS: Extra inputs"),
+        ("SYMBOL_ORDER_LIMITS", '{"DOGE/USDT": {"max_order_quantity": "1"}}',
+         "names DOGE/USDT, which is not traded \\(symbols: BTC/USDT, ETH/USDT, SOL/USDT\\)"),
+        ("SYMBOL_ORDER_LIMITS", '{"BTCUSDT": {}}', "BTCUSDT"),
+    ],
+)  # fmt: skip
+def test_bad_order_limits_name_the_setting(monkeypatch, name, value, fragment):
+    monkeypatch.setenv(f"CRYPTODESK_{name}", value)
+    with pytest.raises(SettingsError, match=fragment):
+        load_settings()
