@@ -125,6 +125,12 @@ class TradingSettings(BaseSettings):
         description='Per symbol, what differs from order_limits ([symbol_order_limits."BTC/'
         "USDT\"]; JSON in the environment); a limit it leaves out is order_limits' one.",
     )
+    self_trade_prevention: Literal["cancel_incoming", "cancel_resting"] = Field(
+        "cancel_incoming",
+        description="An order that would trade with its own account's resting order: "
+        "cancel_incoming (its remainder expires, reason self_trade) or cancel_resting "
+        "(the resting order is cancelled and matching goes on).",
+    )
     paper_book_max_age_ms: int = Field(
         10_000, ge=1, description="A paper order that must take needs a book this fresh."
     )

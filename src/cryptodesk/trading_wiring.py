@@ -42,6 +42,7 @@ def order_service(
                            paper=s.paper_venue_exchanges(), books=cached_books(cache),
                            paper_max_age_ms=s.paper_book_max_age_ms,
                            venue_fees=s.fee_schedule(), limits=s.risk_limits(),
+                           self_trade=s.self_trade_prevention,
                            live=live_orders(s, engine, cache) if live else None)  # fmt: skip
     if bus is not None:
         service.on_updates = _publisher(bus, service, s.websocket_book_depth)

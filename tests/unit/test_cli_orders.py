@@ -206,6 +206,17 @@ def test_the_settings_order_limits_apply_to_every_order(
     assert ok("place", *T, *ASK, "--quantity", "0.25", "--price", "60100")["status"] == "accepted"
 
 
+def test_self_trade_prevention_is_a_setting(traded: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bob_bid = ["--account", "bob", *BID[2:]]
+    expired = ok("place", *T, *bob_bid, "--quantity", "0.1", "--price", "60000")
+    assert pick(expired, "status", "close_reason") == ("expired", "self_trade")  # cancel_incoming
+    monkeypatch.setenv("CRYPTODESK_SELF_TRADE_PREVENTION", "cancel_resting")
+    rests = ok("place", *T, *bob_bid, "--quantity", "0.1", "--price", "60000")
+    assert pick(rests, "status", "filled") == ("accepted", "0")
+    ask = next(o for o in ok("list", *T) if o["order_id"] == "O0000000001")
+    assert pick(ask, "status", "close_reason") == ("cancelled", "self_trade")
+
+
 def test_paper_venue_orders_rest_or_need_a_live_book(
     db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -309,3 +309,12 @@ def test_bad_order_limits_name_the_setting(monkeypatch, name, value, fragment):
     monkeypatch.setenv(f"CRYPTODESK_{name}", value)
     with pytest.raises(SettingsError, match=fragment):
         load_settings()
+
+
+def test_self_trade_prevention_is_one_of_two(monkeypatch):
+    assert load_settings().self_trade_prevention == "cancel_incoming"
+    monkeypatch.setenv("CRYPTODESK_SELF_TRADE_PREVENTION", "cancel_resting")
+    assert load_settings().self_trade_prevention == "cancel_resting"
+    monkeypatch.setenv("CRYPTODESK_SELF_TRADE_PREVENTION", "cancel_both")
+    with pytest.raises(SettingsError, match="CRYPTODESK_SELF_TRADE_PREVENTION: Input should be"):
+        load_settings()

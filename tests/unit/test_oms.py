@@ -32,14 +32,15 @@ def got(order: Order | None, names: str) -> tuple[Any, ...]:
 class Desk:
     """A manager over one market, accounts a, b and c funded with 100,000 USDT and 10 BTC."""
 
-    def __init__(self, limits: RiskLimits | None = None) -> None:
+    def __init__(self, limits: RiskLimits | None = None, self_trade: Any = "cancel_incoming"):
         self.now = 1_000
         self.halted: set[str] = set()
         self.balances = Balances()
         halted, clock = self.halted.__contains__, lambda: self.now
         self.risk = PreTradeRisk(limits or RiskLimits(), self.balances, halted=halted, clock=clock)
         self.log = MemoryOrderLog()
-        self.oms = OrderManager({SYMBOL: BTC}, self.risk, self.log, clock=lambda: self.now)
+        self.oms = OrderManager({SYMBOL: BTC}, self.risk, self.log, clock=lambda: self.now,
+                                self_trade=self_trade)  # fmt: skip
         for account in ("a", "b", "c"):
             self.oms.deposit(account, "USDT", D(100_000))
             self.oms.deposit(account, "BTC", D(10))
@@ -70,7 +71,7 @@ def test_a_resting_order_is_accepted_reserved_and_logged() -> None:
         "symbol": SYMBOL, "side": "sell", "order_type": "limit", "quantity": "1",
         "price": "30000", "stop_price": None, "time_in_force": "gtc", "post_only": False,
         "reduce_only": False, "client_order_id": "s1", "protection_price": None,
-        "reserve_asset": "BTC", "reserve_amount": "1",
+        "reserve_asset": "BTC", "reserve_amount": "1", "self_trade": "cancel_incoming",
     }  # fmt: skip
     [update] = desk.oms.take_updates()
     assert [update[k] for k in ("event", "order_id", "status", "price")] == [
@@ -362,6 +363,35 @@ def test_self_trade_prevention_expires_the_incoming_order() -> None:
     assert (mine.status, mine.close_reason) == ("expired", "self_trade")
     assert desk.free("a", "USDT") == (D(100_000), 0)
     assert desk.oms.fills("a") == []
+
+
+def test_cancel_resting_prevention_is_recorded_so_a_replay_under_another_setting_agrees() -> None:
+    desk = Desk(self_trade="cancel_resting")
+    mine = desk.submit("a", "sell", "1", "30000")
+    desk.submit("b", "sell", "1", "30010")
+    taker = desk.submit("a", "buy", "1.5", "30010")  # cancels a's own ask, takes b's
+    assert (taker.status, taker.filled, taker.average_price) == (
+        "partially_filled", D(1), D(30010))  # fmt: skip
+    gone = desk.oms.order(mine.order_id)
+    assert gone is not None
+    assert (gone.status, gone.close_reason) == ("cancelled", "self_trade")
+    desk.oms.amend("a", taker.order_id, price=D("30005"))
+    records = desk.log.records()
+    assert [r["self_trade"] for r in records if r["type"] in ("submit", "amend")] == [
+        "cancel_resting"] * 4  # fmt: skip
+
+    def replay(log: list[dict[str, Any]], mode: Any) -> OrderManager:
+        risk = lambda: PreTradeRisk(RiskLimits(), Balances(), halted=bool, clock=lambda: 0)  # noqa: E731
+        return OrderManager.replay({SYMBOL: BTC}, risk, MemoryOrderLog(log), self_trade=mode)
+
+    def state(oms: OrderManager) -> Any:
+        return ([oms.orders(a) for a in "abc"], [oms.fills(a) for a in "abc"],
+                oms.book(SYMBOL).l3())  # fmt: skip
+
+    assert state(replay(records, "cancel_incoming")) == state(desk.oms)
+    # A record from before the setting existed was decided under cancel_incoming.
+    old = [{k: v for k, v in r.items() if k != "self_trade"} for r in records[:-1]]
+    assert replay(old, "cancel_resting").order(mine.order_id).status == "accepted"  # type: ignore[union-attr]
 
 
 def test_an_amend_that_reprices_or_grows_passes_pre_trade_risk_a_shrink_always_passes() -> None:

@@ -13,6 +13,7 @@ from cryptodesk.domain.orders import FINAL_STATUSES, OrderRequest
 from cryptodesk.trading.balances import Balances
 from cryptodesk.trading.errors import OrderRejected
 from cryptodesk.trading.instruments import Instrument
+from cryptodesk.trading.matching import SelfTrade
 from cryptodesk.trading.oms import OrderManager
 from cryptodesk.trading.order_log import MemoryOrderLog
 from cryptodesk.trading.order_state import Order, order_dict
@@ -28,6 +29,7 @@ INSTRUMENTS = {
                            min_notional=D(1), taker_fee=D("0.002"), maker_fee=D("-0.0001")),
 }  # fmt: skip
 DEPOSITS = {"USDT": D(2_000), "BTC": D(5), "ETH": D(20)}
+MODES: tuple[SelfTrade, SelfTrade] = ("cancel_incoming", "cancel_resting")
 LIMITS = RiskLimits(max_open_orders=8)
 KINDS = ("limit", "limit", "limit", "ioc", "fok", "post_only", "market", "stop_limit",
          "stop_market", "reduce_only")  # fmt: skip
@@ -80,10 +82,11 @@ flows = st.lists(steps, min_size=15, max_size=80)
 class Flow:
     """A funded manager and the ops that drive it."""
 
-    def __init__(self) -> None:
+    def __init__(self, self_trade: SelfTrade = "cancel_incoming") -> None:
         self.now = 0
         self.log = MemoryOrderLog()
-        self.oms = OrderManager(INSTRUMENTS, new_risk(), self.log, clock=lambda: self.now)
+        self.oms = OrderManager(INSTRUMENTS, new_risk(), self.log, clock=lambda: self.now,
+                                self_trade=self_trade)  # fmt: skip
         for account in ACCOUNTS:
             for asset, amount in DEPOSITS.items():
                 self.oms.deposit(account, asset, amount)
@@ -223,9 +226,11 @@ def state(oms: OrderManager) -> dict[str, Any]:
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(flows)
-def test_random_flows_keep_the_invariants_and_replay_exactly(ops: list[tuple[Any, ...]]) -> None:
-    flow = Flow()
+@given(flows, st.sampled_from(MODES))
+def test_random_flows_keep_the_invariants_and_replay_exactly(
+    ops: list[tuple[Any, ...]], mode: SelfTrade
+) -> None:
+    flow = Flow(mode)
     for op in ops:
         flow.run(op)
         check_invariants(flow)
@@ -234,8 +239,14 @@ def test_random_flows_keep_the_invariants_and_replay_exactly(ops: list[tuple[Any
         assert flow.last_update[order.order_id] == {"event": "order", **order_dict(order)}
     records = json.loads(json.dumps(flow.log.records()))
     assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
+    # Each record was decided under a self-trade prevention it carries: a manager set
+    # to the other one rebuilds the same state.
+    other = MODES[1 - MODES.index(mode)]
+    rebuilt = OrderManager.replay(INSTRUMENTS, new_risk, MemoryOrderLog(records), self_trade=other)
+    assert state(rebuilt) == state(oms)
     log = MemoryOrderLog(records)
-    replayed = OrderManager.replay(INSTRUMENTS, new_risk, log, clock=lambda: flow.now)
+    replayed = OrderManager.replay(INSTRUMENTS, new_risk, log, clock=lambda: flow.now,
+                                   self_trade=mode)  # fmt: skip
     assert len(log) == len(records)  # replaying appends nothing
     assert replayed.take_updates() == []
     assert state(replayed) == state(oms)

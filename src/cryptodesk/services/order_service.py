@@ -58,6 +58,7 @@ from cryptodesk.services.order_queries import (
 )
 from cryptodesk.trading.balances import Balances
 from cryptodesk.trading.instruments import TICK_SIZE, Fees, Instrument
+from cryptodesk.trading.matching import SelfTrade
 from cryptodesk.trading.oms import OrderManager
 from cryptodesk.trading.order_log import Record
 from cryptodesk.trading.order_state import Order
@@ -149,6 +150,7 @@ class OrderService(OrderQueries):
         books: BookReader | None = None,
         paper_max_age_ms: int = 10_000,
         venue_fees: Mapping[str, Fees] | None = None,
+        self_trade: SelfTrade = "cancel_incoming",
         live: LiveOrders | None = None,
     ) -> None:
         self._store = store
@@ -157,6 +159,7 @@ class OrderService(OrderQueries):
         self._books = books
         self._paper_max_age_ms = paper_max_age_ms
         self._venue_fees = dict(venue_fees or {})
+        self._self_trade: SelfTrade = self_trade
         self._instruments = instruments
         self._limits = RiskLimits() if limits is None else limits
         self._halted = halted
@@ -334,7 +337,8 @@ class OrderService(OrderQueries):
 
         manager = OrderManager.replay(chosen, risk, log, clock=self._clock, paper=self.paper,
                                       paper_max_age_ms=self._paper_max_age_ms,
-                                      venue_fees=self._venue_fees)  # fmt: skip
+                                      venue_fees=self._venue_fees,
+                                      self_trade=self._self_trade)  # fmt: skip
         state = TenantState(
             manager, log, 0, live=None if self.live is None else self.live.blotter(tenant)
         )

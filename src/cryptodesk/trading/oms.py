@@ -212,7 +212,8 @@ class OrderManager(Venue):
                                 f"but {account} has {plain(free)}", field="quantity")  # fmt: skip
         self.apply(self._record({"ts": self._clock(), "type": "amend", "order_id": order_id,
                                   "price": str(new_price), "quantity": str(new_quantity),
-                                  "reserve_amount": str(need)}))  # fmt: skip
+                                  "reserve_amount": str(need),
+                                  "self_trade": self._self_trade}))  # fmt: skip
         return live.view
 
     def deposit(self, account: str, asset: str, amount: Decimal) -> None:
@@ -251,6 +252,7 @@ class OrderManager(Venue):
         grid, protection = self._check_risk(request, instrument, order_id, last)
         reserved = self.risk.balances.reservation(order_id)
         record = _submit_record(request, order_id, ts, instrument, protection, reserved)
+        record["self_trade"] = self._self_trade
         return record, grid, protection
 
     def _admit_paper(self, request: OrderRequest, order_id: str, ts: int) -> Record:

@@ -12,8 +12,12 @@ the manager's clock) and ``type``:
   ``quantity``, ``price``, ``stop_price``, ``time_in_force``, ``post_only``,
   ``reduce_only``, ``client_order_id``, ``protection_price`` (market and stop-market
   orders: the worst price they may fill at), ``reserve_asset``, ``reserve_amount``;
+  an internal order's ``self_trade`` (the prevention it was decided under; a record
+  without it: ``cancel_incoming``); a paper order's ``venue``, ``takes``,
+  ``early_close`` and ``fees`` (``[taker, maker]``; without it: the instrument's);
 - ``cancel``: ``order_id``;
-- ``amend``: ``order_id``, ``price``, ``quantity`` (the new total), ``reserve_amount``;
+- ``amend``: ``order_id``, ``price``, ``quantity`` (the new total), ``reserve_amount``,
+  ``self_trade``;
 - ``deposit``: ``account``, ``asset``, ``amount``;
 - ``kill`` / ``revive``: ``account`` (None: everyone).
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, localcontext
-from typing import Any
+from typing import Any, cast
 
 from cryptodesk.domain.orders import FINAL_STATUSES, Fill, Liquidity, OrderRequest, OrderStatus
 from cryptodesk.trading.instruments import EXACT, Fees, Instrument
@@ -44,6 +44,8 @@ from cryptodesk.trading.pretrade import PreTradeRisk
 
 _ZERO = Decimal(0)
 _ONE = Decimal(1)
+# Self-trade prevention of records from before it was recorded (it was not a setting).
+_FIRST_SELF_TRADE: SelfTrade = "cancel_incoming"
 
 
 class Live(OrderRecord):
@@ -266,7 +268,7 @@ class Venue(OrderKeeping):
         stop = None if request.stop_price is None else instrument.to_ticks(request.stop_price)
         reserve = (record["reserve_asset"], Decimal(record["reserve_amount"]))
         self._place(request, record["order_id"], ts, (lots, ticks, stop),
-                    _decimal(record["protection_price"]), reserve)  # fmt: skip
+                    _decimal(record["protection_price"]), reserve, _self_trade(record))  # fmt: skip
 
     def _place(
         self,
@@ -276,10 +278,12 @@ class Venue(OrderKeeping):
         grid: tuple[int, int | None, int | None],
         protection: Decimal | None,
         reserve: tuple[str, Decimal] | None = None,
+        self_trade: SelfTrade | None = None,
     ) -> Live:
         """Put an internal order on its book: ``grid`` is its (lots, limit ticks, stop
         ticks); ``reserve`` is held for it unless it already holds a reservation (the
-        risk check reserved it; a replay has only the record's)."""
+        risk check reserved it; a replay has only the record's); ``self_trade`` is the
+        prevention it was decided under (None: this venue's)."""
         lots, ticks, stop = grid
         account, symbol = request.account, request.symbol
         if reserve is not None and not self.risk.balances.reservation(order_id):
@@ -295,6 +299,7 @@ class Venue(OrderKeeping):
         if request.client_order_id is not None:
             self._client_ids[(account, request.client_order_id)] = order_id
         engine = self._engine(symbol)
+        engine.self_trade = self._self_trade if self_trade is None else self_trade
         side = BUY if request.side == "buy" else SELL
         if request.type == "limit" and ticks is not None:
             engine.limit(oid, account, side, ticks, lots, request.time_in_force, request.post_only)
@@ -323,8 +328,9 @@ class Venue(OrderKeeping):
         live.reprice(price, quantity)
         live.move(ts, None)
         left = live.lots - live.filled_lots
-        if not self._engines[request.symbol].amend(live.oid, price=instrument.to_ticks(price),
-                                                   qty=left):  # fmt: skip
+        engine = self._engines[request.symbol]
+        engine.self_trade = _self_trade(record)
+        if not engine.amend(live.oid, price=instrument.to_ticks(price), qty=left):
             raise ValueError(f"order {live.order_id} is not resting: cannot amend it")
         self._drain(request.symbol, ts)
 
@@ -429,6 +435,14 @@ class Venue(OrderKeeping):
         instrument = live.instrument
         fee = max(instrument.taker_fee, instrument.maker_fee, _ZERO)
         return EXACT.multiply(EXACT.multiply(price, quantity), EXACT.add(_ONE, fee))
+
+
+def _self_trade(record: Record) -> SelfTrade:
+    """The self-trade prevention a submit or amend record was decided under."""
+    mode = record.get("self_trade", _FIRST_SELF_TRADE)
+    if mode not in ("cancel_incoming", "cancel_resting"):
+        raise ValueError(f"order log record {record['seq']} has self_trade {mode!r}")
+    return cast(SelfTrade, mode)
 
 
 def _cap(instrument: Instrument, side: int, protection: Decimal) -> int:
