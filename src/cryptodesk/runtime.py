@@ -402,7 +402,8 @@ class Runtime:
                 closing.insert(0, security.close)
                 await bootstrap_admin(security.auth.service, s.bootstrap_admin_email)
                 # One order service for the REST routes and the WebSocket book snapshots.
-                api_orders = order_service(s, store.engine, cache, bus)
+                api_orders = order_service(s, store.engine, cache, bus,
+                                           rate_limiter=security.limiter)  # fmt: skip
                 closing.insert(0, api_orders.close)  # its exchange sessions
                 ws_routes: list[APIRouter] = []
                 if "api" in self.roles:  # WebSocket clients go behind the balancer too

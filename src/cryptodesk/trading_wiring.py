@@ -17,6 +17,7 @@ from cryptodesk.adapters.cache.base import Cache
 from cryptodesk.config import Settings
 
 if TYPE_CHECKING:
+    from cryptodesk.adapters.ratelimit.base import RateLimiter
     from cryptodesk.services.live_orders import Gateway, LiveOrders
     from cryptodesk.services.live_watch import OrderStream, StreamFactory
     from cryptodesk.services.order_service import OrderService, UpdateHook
@@ -24,13 +25,15 @@ if TYPE_CHECKING:
 
 
 def order_service(
-    s: Settings, engine: AsyncEngine, cache: Cache, bus: Bus | None, *, live: bool = True
-) -> OrderService:
+    s: Settings, engine: AsyncEngine, cache: Cache, bus: Bus | None, *, live: bool = True,
+    rate_limiter: RateLimiter | None = None,
+) -> OrderService:  # fmt: skip
     """The tenants' orders; the log is written on the primary ``engine``. Order
     changes and fills reach the tenant's WebSocket ``orders`` subscribers in every API
     process through the bus, and so do the books they changed (``book:internal:SYM``);
     with ``bus`` None they are not published (as from the command line). ``live``: with
-    the live venues (``live_orders``)."""
+    the live venues (``live_orders``). ``rate_limiter`` (the API's): with a Redis cache,
+    the accounts' submit rates are counted there, once for every API process."""
     from cryptodesk.adapters.db.order_log_store import SqlOrderLog
     from cryptodesk.services.circuit_breakers import BreakerStates
     from cryptodesk.services.order_service import OrderService, default_instruments, halted_by
@@ -43,10 +46,16 @@ def order_service(
                            paper_max_age_ms=s.paper_book_max_age_ms,
                            venue_fees=s.fee_schedule(), limits=s.risk_limits(),
                            self_trade=s.self_trade_prevention,
+                           rate_limiter=rate_limiter if _shared(s) else None,
                            live=live_orders(s, engine, cache) if live else None)  # fmt: skip
     if bus is not None:
         service.on_updates = _publisher(bus, service, s.websocket_book_depth)
     return service
+
+
+def _shared(s: Settings) -> bool:
+    """Whether the API's rate limiter is shared by every process (a Redis cache)."""
+    return s.cache_url.startswith(("redis://", "rediss://"))
 
 
 def live_orders(s: Settings, engine: AsyncEngine, cache: Cache) -> LiveOrders:

@@ -1,5 +1,6 @@
 """Roles in separate processes sharing PostgreSQL, Redis and Kafka: two API workers,
-one ingest, one compute; both API workers serve the same candles."""
+one ingest, one compute; both API workers serve the same candles, and count an
+account's order submit rate in one bucket (in Redis)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from tests.e2e.conftest import (
     FAST_KAFKA_GROUPS,
     base_env,
     free_port,
+    login,
     run_cli,
     start_process,
     wait_for,
@@ -35,6 +37,9 @@ def test_two_api_workers_one_ingest_one_compute(tmp_path, postgres_server, redis
         **FAST_KAFKA_GROUPS,
         "CRYPTODESK_SIM_SPEED": "300",
         "CRYPTODESK_INTERVALS": "1m,5m",
+        # Two orders per account, then one every 100 s: the third is refused wherever it goes.
+        "CRYPTODESK_ORDER_LIMITS__SUBMIT_RATE": "0.01",
+        "CRYPTODESK_ORDER_LIMITS__SUBMIT_BURST": "2",
     }
     env = base_env(tmp_path / "data", **settings)
     assert run_cli("db", "upgrade", env=env).returncode == 0
@@ -71,6 +76,23 @@ def test_two_api_workers_one_ingest_one_compute(tmp_path, postgres_server, redis
         assert {t["symbol"] for t in tickers} == {"BTC/USDT", "ETH/USDT", "SOL/USDT"}
         ready = httpx.get(f"{urls[0]}/readyz", timeout=5)
         assert ready.status_code == 200, ready.text
+        made = run_cli("user", "create", "--tenant", "acme", "--email", "t@acme.test", "--role",
+                       "trader", "--password", "e2e-password-long-enough", env=env)  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        clients = [httpx.Client(base_url=url, timeout=30) for url in urls]
+        for c in clients:
+            c.headers.update(login(c, "t@acme.test", "e2e-password-long-enough"))
+        cash = {"account": "alice", "asset": "USDT", "amount": "100000"}
+        assert clients[0].post("/api/v1/paper/deposits", json=cash).status_code == 201
+
+        def place(c: httpx.Client, price: str) -> httpx.Response:
+            order = {"account": "alice", "symbol": "BTC/USDT", "side": "buy", "type": "limit",
+                     "quantity": "0.01", "price": price}  # fmt: skip
+            return c.post("/api/v1/orders", json=order)
+
+        assert [place(clients[0], "50000").status_code, place(clients[1], "50001").status_code,
+                place(clients[1], "50002").status_code] == [201, 201, 422]  # fmt: skip
+        assert place(clients[0], "50003").json()["rule"] == "rate_limit"
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)

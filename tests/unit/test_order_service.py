@@ -14,17 +14,20 @@ import pytest
 from cryptodesk.adapters.cache.memory import MemoryCache
 from cryptodesk.adapters.db.engine import StorageError, create_engine
 from cryptodesk.adapters.db.order_log_store import OrderLogConflict, SqlOrderLog
+from cryptodesk.adapters.ratelimit import MemoryRateLimiter
 from cryptodesk.analytics.vol_breaker import BreakerState
 from cryptodesk.domain.orders import OrderRequest
 from cryptodesk.services.circuit_breakers import BreakerStates, cache_key, encode_state
 from cryptodesk.services.order_service import (
     OrderNotFound,
     OrderService,
+    Placed,
     default_instruments,
     halted_by,
 )
 from cryptodesk.trading.errors import OrderRejected
 from cryptodesk.trading.order_log import Record
+from cryptodesk.trading.pretrade import RiskLimits
 from tests.unit._ledger_api import migrated_template
 
 NOW = 1_714_564_800_000
@@ -61,13 +64,13 @@ class Env:
         self.published: list[tuple[str, list[dict[str, Any]]]] = []
         self.now = NOW
 
-    def service(self) -> OrderService:
+    def service(self, **kw: Any) -> OrderService:
         async def publish(tenant: str, updates: list[dict[str, Any]]) -> None:
             self.published.append((tenant, updates))
 
         breakers = BreakerStates(self.cache, exchanges=["sim"], symbols=["BTC/USDT"])
         return OrderService(self.log, INSTRUMENTS, halted=halted_by(breakers, ["sim"]),
-                            clock=lambda: self.now, on_updates=publish)  # fmt: skip
+                            clock=lambda: self.now, on_updates=publish, **kw)  # fmt: skip
 
 
 @pytest.fixture
@@ -215,3 +218,38 @@ async def test_halted_kill_switch_and_unknown_orders(env: Env) -> None:
     assert refused_amend.value.rule == "order_closed"
     assert [r["type"] for r in await env.store.records("acme")][-3:] == [
         "kill", "revive", "submit"]  # fmt: skip
+
+
+async def outcome(service: OrderService, request: OrderRequest) -> str:
+    """The order's status, or the rule that refused it."""
+    order = (await service.submit("acme", request)).order
+    return order.reject_rule or order.status
+
+
+async def test_a_shared_rate_limiter_counts_an_accounts_orders_across_processes(
+    env: Env,
+) -> None:
+    # Two services over one log are two API processes; the limiter stands for Redis.
+    limits = RiskLimits(submit_rate=D("0.01"), submit_burst=2)
+    shared = MemoryRateLimiter()
+    here, there = (env.service(limits=limits, rate_limiter=shared) for _ in range(2))
+    await seed(here)
+    assert await outcome(here, limit("alice", "buy", "0.1", "59000")) == "accepted"
+    keyed = limit("alice", "buy", "0.1", "58000", client_order_id="k1")
+    first = await there.submit("acme", keyed)
+    assert first.order.status == "accepted"
+    env.published.clear()
+    refused = await there.submit("acme", limit("alice", "buy", "0.1", "57000"))
+    assert (refused.new, refused.order.status, refused.order.reject_rule) == (
+        True, "rejected", "rate_limit")  # fmt: skip
+    assert refused.order.reject_reason == "account alice may submit 0.01 orders per second"
+    assert [u["reject_rule"] for _, ups in env.published for u in ups] == ["rate_limit"]
+    # A repeated client order id is still answered with its order; bob has his own bucket.
+    assert await here.submit("acme", keyed) == Placed(first.order, new=False)
+    assert await outcome(there, limit("bob", "sell", "0.1", "61000")) == "accepted"
+    assert [r["type"] for r in await env.store.records("acme")] == [
+        "deposit", "deposit", "submit", "submit", "submit"]  # fmt: skip
+    # Without it each process keeps its own bucket: a third process has two tokens more.
+    alone = env.service(limits=limits)
+    assert [await outcome(alone, limit("alice", "buy", "0.1", p)) for p in ("57000", "56000",
+            "55000")] == ["accepted", "accepted", "rate_limit"]  # fmt: skip

@@ -118,7 +118,7 @@ class LiveOrders:
         try:
             gateway = await self._gateway(tenant, exchange, request.account, check=True)
         except OrderRejected as error:
-            return await _refused(service, tenant, request, error, ts)
+            return await service.refuse(tenant, request, error)
         book = None if self._books is None else await self._books(exchange, request.symbol)
         key = (request.venue, request.account)
         async with service.lock(tenant):
@@ -130,7 +130,7 @@ class LiveOrders:
                 try:
                     admit(state.manager, _blotter(state), request, book, ts, self._max_age)
                 except OrderRejected as error:
-                    return await _refused(service, tenant, request, error, ts)
+                    return await service.refuse(tenant, request, error)
                 record = submit_record(ts, _blotter(state).next_order_id(), request)
                 try:
                     await service.store(tenant, state, [record])
@@ -156,7 +156,7 @@ class LiveOrders:
                 raise
             state = await self._log(service, tenant, state, key, then, submitted=order_id)
             if refused is not None:
-                return await _refused(service, tenant, request, refused, ts)
+                return await service.refuse(tenant, request, refused)
             state = await self._book_fills(service, tenant, state)
             order = _blotter(state).order(order_id)
             assert order is not None, order_id
@@ -394,15 +394,6 @@ async def _cancel(venue: LiveVenue, order_id: str, reason: str) -> None:
     learnt = sum((f.quantity for f in venue.fills() if f.order_id == order_id), Decimal(0))
     if learnt < venue.state.orders[order_id].filled:  # a cancel answer carries no trades
         await venue.reconcile()
-
-
-async def _refused(service: OrderService, tenant: str, request: OrderRequest,
-                   error: OrderRejected, ts: int) -> Placed:  # fmt: skip
-    """A refused order, as the order manager reports one (never kept)."""
-    order = replace(Order.from_request(request, order_id="", status="rejected", ts=ts),
-                    reject_rule=error.rule, reject_reason=error.message)  # fmt: skip
-    await service.publish(tenant, [{"event": "order", **order_dict(order)}])
-    return Placed(order, new=True)
 
 
 def _known(state: TenantState, request: OrderRequest) -> Order | None:

@@ -35,13 +35,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import structlog
 
 from cryptodesk.adapters.db.order_log_store import OrderLogConflict
+from cryptodesk.adapters.ratelimit.base import RateLimiter, Tier
 from cryptodesk.domain.market import OrderBook
 from cryptodesk.domain.orders import OrderRequest
 from cryptodesk.domain.symbol import Symbol
@@ -57,11 +58,12 @@ from cryptodesk.services.order_queries import (
     owner,
 )
 from cryptodesk.trading.balances import Balances
-from cryptodesk.trading.instruments import TICK_SIZE, Fees, Instrument
+from cryptodesk.trading.errors import OrderRejected
+from cryptodesk.trading.instruments import TICK_SIZE, Fees, Instrument, plain
 from cryptodesk.trading.matching import SelfTrade
 from cryptodesk.trading.oms import OrderManager
 from cryptodesk.trading.order_log import Record
-from cryptodesk.trading.order_state import Order
+from cryptodesk.trading.order_state import Order, order_dict
 from cryptodesk.trading.pretrade import PreTradeRisk, RiskLimits
 
 if TYPE_CHECKING:
@@ -151,6 +153,7 @@ class OrderService(OrderQueries):
         paper_max_age_ms: int = 10_000,
         venue_fees: Mapping[str, Fees] | None = None,
         self_trade: SelfTrade = "cancel_incoming",
+        rate_limiter: RateLimiter | None = None,
         live: LiveOrders | None = None,
     ) -> None:
         self._store = store
@@ -162,6 +165,7 @@ class OrderService(OrderQueries):
         self._self_trade: SelfTrade = self_trade
         self._instruments = instruments
         self._limits = RiskLimits() if limits is None else limits
+        self._rate_limiter = rate_limiter
         self._halted = halted
         self._clock = clock
         self.on_updates = on_updates
@@ -173,6 +177,9 @@ class OrderService(OrderQueries):
 
     async def submit(self, tenant: str, request: OrderRequest) -> Placed:
         """Place ``request``; the order (maybe ``rejected``) once it is durable."""
+        refused = await self._shared_rate(tenant, request)
+        if refused is not None:
+            return refused
         halted = False if self._halted is None else await self._halted(request.symbol)
         book = None
         exchange = request.venue.removeprefix("paper:")
@@ -272,6 +279,14 @@ class OrderService(OrderQueries):
         return [t for t, state in self._tenants.items()
                 if state.live is not None and state.live.needs_settling()]  # fmt: skip
 
+    async def refuse(self, tenant: str, request: OrderRequest, error: OrderRejected) -> Placed:
+        """A refused order, as the order manager reports one: published, never kept."""
+        order = replace(Order.from_request(request, order_id="", status="rejected",
+                                           ts=self._clock()),
+                        reject_rule=error.rule, reject_reason=error.message)  # fmt: skip
+        await self.publish(tenant, [{"event": "order", **order_dict(order)}])
+        return Placed(order, new=True)
+
     # ---- for the live venues (services/live_orders.py) ------------------------------
 
     def lock(self, tenant: str) -> asyncio.Lock:
@@ -298,6 +313,36 @@ class OrderService(OrderQueries):
         await self._publish(tenant, updates)
 
     # ---- the mechanics --------------------------------------------------------------
+
+    def _symbol_limits(self, symbol: str) -> RiskLimits:
+        limits = self._limits
+        return limits if isinstance(limits, RiskLimits) else limits.get(symbol, RiskLimits())
+
+    async def _shared_rate(self, tenant: str, request: OrderRequest) -> Placed | None:
+        """With a ``rate_limiter``, the account's ``submit_rate`` is one bucket for every
+        process (the limiter's, in Redis) instead of one per process: a token is taken
+        before the order reaches its venue, and an empty bucket refuses it (``rate_limit``).
+        A repeated client order id is answered first and takes no token."""
+        rate = self._symbol_limits(request.symbol).submit_rate
+        if self._rate_limiter is None or rate is None:
+            return None
+        if request.client_order_id is not None:
+            async with self._lock(tenant):
+                state = await self._current(tenant)
+            account, client_id = request.account, request.client_order_id
+            known = state.manager.known_client_id(account, client_id)
+            if known is None and state.live is not None:
+                known = state.live.known(account, client_id)
+            if known is not None:
+                return Placed(known, new=False)
+        burst = self._symbol_limits(request.symbol).submit_burst or max(1, int(rate))
+        decision = await self._rate_limiter.hit(f"{tenant}:{request.account}",
+                                                Tier("orders", float(rate), burst))  # fmt: skip
+        if decision.allowed:
+            return None
+        return await self.refuse(tenant, request, OrderRejected(
+            "rate_limit", f"account {request.account} may submit {plain(rate)} orders per "
+            "second", field="account"))  # fmt: skip
 
     def _lock(self, tenant: str) -> asyncio.Lock:
         lock = self._locks.get(tenant)
