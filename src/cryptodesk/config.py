@@ -537,6 +537,10 @@ def mask_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
+# Settings whose errors name the nested field (table, key, field): how deep.
+_NESTED = {"exchange_config": 3, "venue_fees": 3, "symbol_order_limits": 3, "order_limits": 2}
+
+
 class SettingsError(Exception):
     """Raised with one human line naming the bad setting."""
 
@@ -551,8 +555,8 @@ def load_settings(**overrides: Any) -> Settings:
         if not err["loc"]:  # a check across settings names them itself
             raise SettingsError(f"invalid setting {msg}") from None
         # A nested setting is named the way the environment spells it.
-        nested = err["loc"][0] in ("exchange_config", "venue_fees")
-        path = err["loc"][:3] if nested else err["loc"][:1]
+        depth = _NESTED.get(str(err["loc"][0]), 1)
+        path = err["loc"][:depth]
         name = ENV_PREFIX + "__".join(str(part).upper() for part in path)
         raise SettingsError(f"invalid setting {name}: {msg}") from None
     except (OSError, ValueError) as exc:  # unreadable or malformed cryptodesk.toml

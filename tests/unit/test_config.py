@@ -296,10 +296,12 @@ def test_order_limits_default_off_and_per_symbol_tables_override_what_they_set(
 @pytest.mark.parametrize(
     ("name", "value", "fragment"),
     [
-        ("ORDER_LIMITS__PRICE_BAND", "1.5", "CRYPTODESK_ORDER_LIMITS: Input should be less"),
-        ("ORDER_LIMITS__MAX_OPEN_ORDERS", "0", "CRYPTODESK_ORDER_LIMITS: Input should be gr"),
-        ("ORDER_LIMITS__SUBMIT_RATE", "-1", "CRYPTODESK_ORDER_LIMITS: Input should be greater"),
-        ("ORDER_LIMITS__MAX_POSITON", "1", "CRYPTODESK_ORDER_LIMITS: Extra inputs"),
+        ("ORDER_LIMITS__PRICE_BAND", "1.5", "_ORDER_LIMITS__PRICE_BAND: Input should be less"),
+        ("ORDER_LIMITS__MAX_OPEN_ORDERS", "0", "_LIMITS__MAX_OPEN_ORDERS: Input should be gr"),
+        ("ORDER_LIMITS__SUBMIT_RATE", "-1", "_LIMITS__SUBMIT_RATE: Input should be greater"),
+        ("ORDER_LIMITS__MAX_POSITON", "1", "CRYPTODESK_ORDER_LIMITS__MAX_POSITON: Extra inputs"),
+        ("SYMBOL_ORDER_LIMITS", '{"ETH/USDT": {"price_band": "1"}}',
+         "CRYPTODESK_SYMBOL_ORDER_LIMITS__ETH/USDT__PRICE_BAND: Input should be less"),
         ("SYMBOL_ORDER_LIMITS", '{"DOGE/USDT": {"max_order_quantity": "1"}}',
          "names DOGE/USDT, which is not traded \\(symbols: BTC/USDT, ETH/USDT, SOL/USDT\\)"),
         ("SYMBOL_ORDER_LIMITS", '{"BTCUSDT": {}}', "BTCUSDT"),
