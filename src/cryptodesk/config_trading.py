@@ -89,6 +89,23 @@ class OrderLimits(BaseModel):
         return RiskLimits(**self.model_dump())
 
 
+class InstrumentGrid(BaseModel):
+    """One internal market's grid and fees (``[instruments."BTC/USDT"]``); what is left
+    out keeps the default (tick 0.01, lot 0.00001, min notional 1, fees 0.1 %)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tick_size: Decimal | None = Field(None, gt=0, allow_inf_nan=False)
+    lot_size: Decimal | None = Field(None, gt=0, allow_inf_nan=False)
+    min_quantity: Decimal | None = Field(None, ge=0, allow_inf_nan=False)
+    min_notional: Decimal | None = Field(None, ge=0, allow_inf_nan=False)
+    taker_fee: Decimal | None = Field(None, ge=0, lt=1, allow_inf_nan=False)
+    maker_fee: Decimal | None = Field(None, gt=-1, lt=1, allow_inf_nan=False)
+
+    def fields(self) -> dict[str, Decimal]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
 class TradingSettings(BaseSettings):
     trading_strategies: list[TradingStrategy] = Field(
         default_factory=list,
@@ -131,6 +148,14 @@ class TradingSettings(BaseSettings):
         "cancel_incoming (its remainder expires, reason self_trade) or cancel_resting "
         "(the resting order is cancelled and matching goes on).",
     )
+    instruments: dict[str, InstrumentGrid] = Field(
+        default_factory=dict,
+        description='The internal venue\'s grid per symbol ([instruments."SOL/USDT"] '
+        'tick_size = "0.001"; JSON in the environment): tick_size, lot_size, min_quantity, '
+        "min_notional, taker_fee, maker_fee; defaults tick 0.01, lot 0.00001, min notional 1, "
+        "fees 0.1 %. Orders already logged must stay on the grid (a new tick or lot must "
+        "divide the old one).",
+    )
     paper_book_max_age_ms: int = Field(
         10_000, ge=1, description="A paper order that must take needs a book this fresh."
     )
@@ -154,17 +179,22 @@ class TradingSettings(BaseSettings):
         return self
 
     @model_validator(mode="after")
-    def _symbol_limits_name_traded_symbols(self) -> Any:
+    def _tables_name_traded_symbols(self) -> Any:
         traded: list[str] = list(getattr(self, "symbols", []))
-        named: dict[str, OrderLimits] = {}
-        for name, limits in self.symbol_order_limits.items():
-            symbol = str(Symbol.parse(name))  # DomainError (a ValueError) naming the form
-            if symbol not in traded:
-                raise ValueError(f"symbol_order_limits names {symbol}, which is not traded "
-                                 f"(symbols: {', '.join(traded)})")  # fmt: skip
-            named[symbol] = limits
-        object.__setattr__(self, "symbol_order_limits", named)  # the settings are frozen
+        for setting in ("symbol_order_limits", "instruments"):
+            named: dict[str, Any] = {}
+            for name, table in getattr(self, setting).items():
+                symbol = str(Symbol.parse(name))  # DomainError (a ValueError) naming the form
+                if symbol not in traded:
+                    raise ValueError(f"{setting} names {symbol}, which is not traded "
+                                     f"(symbols: {', '.join(traded)})")  # fmt: skip
+                named[symbol] = table
+            object.__setattr__(self, setting, named)  # the settings are frozen
         return self
+
+    def instrument_grids(self) -> dict[str, dict[str, Decimal]]:
+        """What ``instruments`` sets, by symbol (``default_instruments``' ``grids``)."""
+        return {symbol: grid.fields() for symbol, grid in self.instruments.items()}
 
     def risk_limits(self) -> dict[str, RiskLimits]:
         """Every traded symbol's pre-trade limits: ``order_limits`` with what

@@ -40,7 +40,8 @@ def order_service(
     from cryptodesk.services.paper_feed import cached_books
 
     breakers = BreakerStates(cache, exchanges=s.exchanges, symbols=s.symbols)
-    service = OrderService(SqlOrderLog(engine), default_instruments(s.symbols),
+    instruments = default_instruments(s.symbols, grids=s.instrument_grids())
+    service = OrderService(SqlOrderLog(engine), instruments,
                            halted=halted_by(breakers, s.exchanges),
                            paper=s.paper_venue_exchanges(), books=cached_books(cache),
                            paper_max_age_ms=s.paper_book_max_age_ms,

@@ -217,6 +217,15 @@ def test_self_trade_prevention_is_a_setting(traded: Path, monkeypatch: pytest.Mo
     assert pick(ask, "status", "close_reason") == ("cancelled", "self_trade")
 
 
+def test_the_internal_grid_is_a_setting(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    funded()
+    monkeypatch.setenv("CRYPTODESK_INSTRUMENTS", '{"BTC/USDT": {"tick_size": "0.5"}}')
+    off = refused("place", *T, *ASK, "--quantity", "0.1", "--price", "60000.25")
+    assert off.startswith("cryptodesk: error: order rejected: tick_size: price 60000.25 is not ")
+    on = ok("place", *T, *ASK, "--quantity", "0.1", "--price", "60000.5")
+    assert (on["status"], on["price"]) == ("accepted", "60000.5")
+
+
 def test_paper_venue_orders_rest_or_need_a_live_book(
     db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -320,3 +320,25 @@ def test_self_trade_prevention_is_one_of_two(monkeypatch):
     monkeypatch.setenv("CRYPTODESK_SELF_TRADE_PREVENTION", "cancel_both")
     with pytest.raises(SettingsError, match="CRYPTODESK_SELF_TRADE_PREVENTION: Input should be"):
         load_settings()
+
+
+def test_instrument_grids_per_traded_symbol(monkeypatch, tmp_path):
+    from decimal import Decimal as D
+
+    assert load_settings().instrument_grids() == {}
+    (tmp_path / "cryptodesk.toml").write_text(
+        '[instruments."sol-usdt"]\ntick_size = "0.001"\nlot_size = "0.01"\n'
+        '[instruments."BTC/USDT"]\nmaker_fee = "-0.0001"\n'
+    )
+    assert load_settings().instrument_grids() == {
+        "SOL/USDT": {"tick_size": D("0.001"), "lot_size": D("0.01")},
+        "BTC/USDT": {"maker_fee": D("-0.0001")},
+    }
+    for value, fragment in (
+        ('{"BTC/USDT": {"tick_size": "0"}}', "CRYPTODESK_INSTRUMENTS: Input should be greater"),
+        ('{"BTC/USDT": {"tick": "1"}}', "CRYPTODESK_INSTRUMENTS: Extra inputs"),
+        ('{"DOGE/USDT": {"tick_size": "1"}}', "instruments names DOGE/USDT, which is not traded"),
+    ):
+        monkeypatch.setenv("CRYPTODESK_INSTRUMENTS", value)
+        with pytest.raises(SettingsError, match=fragment):
+            load_settings()

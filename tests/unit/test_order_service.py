@@ -19,6 +19,7 @@ from cryptodesk.analytics.vol_breaker import BreakerState
 from cryptodesk.domain.orders import OrderRequest
 from cryptodesk.services.circuit_breakers import BreakerStates, cache_key, encode_state
 from cryptodesk.services.order_service import (
+    OrderLogMismatch,
     OrderNotFound,
     OrderService,
     Placed,
@@ -253,3 +254,20 @@ async def test_a_shared_rate_limiter_counts_an_accounts_orders_across_processes(
     alone = env.service(limits=limits)
     assert [await outcome(alone, limit("alice", "buy", "0.1", p)) for p in ("57000", "56000",
             "55000")] == ["accepted", "accepted", "rate_limit"]  # fmt: skip
+
+
+async def test_a_finer_grid_replays_the_log_a_coarser_one_is_refused_naming_the_tenant(
+    env: Env,
+) -> None:
+    service = env.service()
+    await seed(service)
+    await service.submit("acme", limit("alice", "buy", "0.1", "59000.01"))
+    finer = default_instruments(["BTC/USDT"], grids={"BTC/USDT": {"tick_size": D("0.005")}})
+    before, after = await state(service), await state(OrderService(env.log, finer))
+    bids = [[D(p) for p, _ in s.pop("book")["bids"]] for s in (before, after)]
+    assert bids == [[D("59000.01")]] * 2
+    assert after == before
+    coarser = default_instruments(["BTC/USDT"], grids={"BTC/USDT": {"tick_size": D("1")}})
+    with pytest.raises(OrderLogMismatch, match=r"^tenant acme's order log does not fit the "
+                       r"instruments configured now .*: tick_size: price 59000.01 "):  # fmt: skip
+        await OrderService(env.log, coarser).orders("acme")

@@ -107,6 +107,10 @@ def halted_by(breakers: HaltReader, exchanges: Sequence[str]) -> Callable[[str],
     return halted
 
 
+class OrderLogMismatch(RuntimeError):
+    """The stored order log cannot be replayed under the settings (an operator's error)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Placed:
     """What ``submit`` did: the order, and False when ``client_order_id`` named an
@@ -121,9 +125,11 @@ def default_instruments(
     markets: Mapping[str, Mapping[str, Any]] | None = None,
     *,
     precision_mode: int = TICK_SIZE,
+    grids: Mapping[str, Mapping[str, Decimal]] | None = None,
 ) -> dict[str, Instrument]:
     """The internal venue's instruments: from ccxt ``markets`` where given, else a
-    default grid (tick 0.01, lot 0.00001, min notional 1, fees 0.1 %)."""
+    default grid (tick 0.01, lot 0.00001, min notional 1, fees 0.1 %) with what
+    ``grids`` sets for the symbol (``Instrument`` fields by name)."""
     out: dict[str, Instrument] = {}
     for name in symbols:
         market = (markets or {}).get(name)
@@ -131,9 +137,14 @@ def default_instruments(
             out[name] = Instrument.from_ccxt_market(market, precision_mode=precision_mode)
             continue
         symbol = Symbol.parse(name)
-        out[name] = Instrument(name, symbol.base, symbol.quote, tick_size=Decimal("0.01"),
-                               lot_size=Decimal("0.00001"), min_notional=Decimal(1))  # fmt: skip
+        fields = {**_DEFAULT_GRID, **(grids or {}).get(name, {})}
+        out[name] = Instrument(name, symbol.base, symbol.quote, **fields)
     return out
+
+
+_DEFAULT_GRID: dict[str, Decimal] = {
+    "tick_size": Decimal("0.01"), "lot_size": Decimal("0.00001"), "min_notional": Decimal(1),
+}  # fmt: skip
 
 
 class OrderService(OrderQueries):
@@ -380,10 +391,16 @@ class OrderService(OrderQueries):
             return PreTradeRisk(self._limits, Balances(), clock=self._clock,
                                 halted=lambda symbol: halted(symbol, False))  # fmt: skip
 
-        manager = OrderManager.replay(chosen, risk, log, clock=self._clock, paper=self.paper,
-                                      paper_max_age_ms=self._paper_max_age_ms,
-                                      venue_fees=self._venue_fees,
-                                      self_trade=self._self_trade)  # fmt: skip
+        try:
+            manager = OrderManager.replay(chosen, risk, log, clock=self._clock, paper=self.paper,
+                                          paper_max_age_ms=self._paper_max_age_ms,
+                                          venue_fees=self._venue_fees,
+                                          self_trade=self._self_trade)  # fmt: skip
+        except OrderRejected as error:  # a stored order off the instruments' grid now
+            raise OrderLogMismatch(
+                f"tenant {tenant}'s order log does not fit the instruments configured now "
+                f"(a tick or lot size changed to one that does not divide the old): {error}"
+            ) from None
         state = TenantState(
             manager, log, 0, live=None if self.live is None else self.live.blotter(tenant)
         )
