@@ -71,7 +71,8 @@ def test_a_resting_order_is_accepted_reserved_and_logged() -> None:
         "symbol": SYMBOL, "side": "sell", "order_type": "limit", "quantity": "1",
         "price": "30000", "stop_price": None, "time_in_force": "gtc", "post_only": False,
         "reduce_only": False, "client_order_id": "s1", "protection_price": None,
-        "reserve_asset": "BTC", "reserve_amount": "1", "self_trade": "cancel_incoming",
+        "reserve_asset": "BTC", "reserve_amount": "1", "fees": ["0.001", "0.0005"],
+        "self_trade": "cancel_incoming",
     }  # fmt: skip
     [update] = desk.oms.take_updates()
     assert [update[k] for k in ("event", "order_id", "status", "price")] == [

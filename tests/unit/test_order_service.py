@@ -271,3 +271,24 @@ async def test_a_finer_grid_replays_the_log_a_coarser_one_is_refused_naming_the_
     with pytest.raises(OrderLogMismatch, match=r"^tenant acme's order log does not fit the "
                        r"instruments configured now .*: tick_size: price 59000.01 "):  # fmt: skip
         await OrderService(env.log, coarser).orders("acme")
+
+
+async def test_an_internal_order_keeps_the_fee_rates_it_was_placed_at(env: Env) -> None:
+    service = env.service()
+    await seed(service)
+    await service.submit("acme", limit("bob", "sell", "0.5", "60000"))  # placed at 0.1 %
+    rates = {"BTC/USDT": {"taker_fee": D("0.002"), "maker_fee": D(0)}}
+    dearer = default_instruments(["BTC/USDT", "ETH/USDT"], grids=rates)
+    later = OrderService(env.log, dearer, clock=lambda: env.now)
+    placed = await later.submit("acme", limit("alice", "buy", "0.1", "60000"))
+    # bob's resting ask pays the maker rate it was placed at, alice the taker rate of now.
+    assert [(f.account, f.fee) for f in await later.fills("acme")] == [
+        ("bob", D("6.000")), ("alice", D("12.000"))]  # fmt: skip
+    assert placed.order.fees == D("12.000")
+    assert await state(OrderService(env.log, INSTRUMENTS)) == await state(later)
+    # A record from before the rates were recorded was charged the default 0.1 %.
+    stored = await env.store.records("acme")
+    old = [{k: v for k, v in r.items() if k != "fees"} for r in stored]
+    await env.store.append("old", old)  # another tenant holding the old records
+    replayed = OrderService(env.log, dearer)
+    assert [f.fee for f in await replayed.fills("old")] == [D("6.000"), D("6.000")]

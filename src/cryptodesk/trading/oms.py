@@ -272,7 +272,6 @@ class OrderManager(Venue):
         record["venue"] = request.venue
         record["takes"] = [[str(price), str(quantity)] for price, quantity in walk.takes]
         record["early_close"] = walk.early_close
-        record["fees"] = [str(instrument.taker_fee), str(instrument.maker_fee)]
         return record
 
     def _check_risk(self, request: OrderRequest, instrument: Instrument, order_id: str,
@@ -360,6 +359,7 @@ def _submit_record(request: OrderRequest, order_id: str, ts: int, instrument: In
         "client_order_id": request.client_order_id, "protection_price": _text(protection),
         "reserve_asset": instrument.quote if request.side == "buy" else instrument.base,
         "reserve_amount": str(reserved),
+        "fees": [str(instrument.taker_fee), str(instrument.maker_fee)],
     }  # fmt: skip
 
 

@@ -11,10 +11,11 @@ the manager's clock) and ``type``:
 - ``submit``: ``order_id``, ``account``, ``symbol``, ``side``, ``order_type``,
   ``quantity``, ``price``, ``stop_price``, ``time_in_force``, ``post_only``,
   ``reduce_only``, ``client_order_id``, ``protection_price`` (market and stop-market
-  orders: the worst price they may fill at), ``reserve_asset``, ``reserve_amount``;
-  an internal order's ``self_trade`` (the prevention it was decided under; a record
-  without it: ``cancel_incoming``); a paper order's ``venue``, ``takes``,
-  ``early_close`` and ``fees`` (``[taker, maker]``; without it: the instrument's);
+  orders: the worst price they may fill at), ``reserve_asset``, ``reserve_amount``,
+  ``fees`` (``[taker, maker]``: the rates its fills pay; a record without them: an
+  internal order 0.1 % both, a paper order the instrument's); an internal order's
+  ``self_trade`` (the prevention it was decided under; without it:
+  ``cancel_incoming``); a paper order's ``venue``, ``takes`` and ``early_close``;
 - ``cancel``: ``order_id``;
 - ``amend``: ``order_id``, ``price``, ``quantity`` (the new total), ``reserve_amount``,
   ``self_trade``;

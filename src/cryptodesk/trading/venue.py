@@ -44,8 +44,10 @@ from cryptodesk.trading.pretrade import PreTradeRisk
 
 _ZERO = Decimal(0)
 _ONE = Decimal(1)
-# Self-trade prevention of records from before it was recorded (it was not a setting).
+# Self-trade prevention and internal fee rates of records from before they were
+# recorded: neither was a setting then.
 _FIRST_SELF_TRADE: SelfTrade = "cancel_incoming"
+_FIRST_FEES = Fees(Decimal("0.001"), Decimal("0.001"))
 
 
 class Live(OrderRecord):
@@ -252,11 +254,7 @@ class Venue(OrderKeeping):
         reserve = (record["reserve_asset"], Decimal(record["reserve_amount"]))
         walk = Walk(takes, record["early_close"])
         request = _request(record)
-        # The rates the order was placed at; a record from before they were recorded was
-        # charged the instrument's.
-        rates = record.get("fees")
-        fees = (Fees.of(self.instruments[request.symbol]) if rates is None
-                else Fees(Decimal(rates[0]), Decimal(rates[1])))  # fmt: skip
+        fees = _fees(record, Fees.of(self.instruments[request.symbol]))
         self.paper[record["venue"]].apply_submit(request, order_id, ts, walk, reserve, fees)
 
     def _apply_submit(self, record: Record, ts: int) -> None:
@@ -268,7 +266,8 @@ class Venue(OrderKeeping):
         stop = None if request.stop_price is None else instrument.to_ticks(request.stop_price)
         reserve = (record["reserve_asset"], Decimal(record["reserve_amount"]))
         self._place(request, record["order_id"], ts, (lots, ticks, stop),
-                    _decimal(record["protection_price"]), reserve, _self_trade(record))  # fmt: skip
+                    _decimal(record["protection_price"]), reserve, _self_trade(record),
+                    _fees(record, _FIRST_FEES))  # fmt: skip
 
     def _place(
         self,
@@ -279,11 +278,12 @@ class Venue(OrderKeeping):
         protection: Decimal | None,
         reserve: tuple[str, Decimal] | None = None,
         self_trade: SelfTrade | None = None,
+        fees: Fees | None = None,
     ) -> Live:
         """Put an internal order on its book: ``grid`` is its (lots, limit ticks, stop
         ticks); ``reserve`` is held for it unless it already holds a reservation (the
-        risk check reserved it; a replay has only the record's); ``self_trade`` is the
-        prevention it was decided under (None: this venue's)."""
+        risk check reserved it; a replay has only the record's); ``self_trade`` and
+        ``fees`` are what it was decided under (None: this venue's now)."""
         lots, ticks, stop = grid
         account, symbol = request.account, request.symbol
         if reserve is not None and not self.risk.balances.reservation(order_id):
@@ -291,7 +291,7 @@ class Venue(OrderKeeping):
         oid = int(order_id[1:])
         if oid > self._order_seq:
             self._order_seq = oid
-        instrument = self.instruments[symbol]
+        instrument = self.instruments[symbol].charging(fees)
         live = Live(request, order_id, ts, oid, instrument, lots, protection)
         self._orders[order_id] = self._by_oid[oid] = live
         self._by_account.setdefault(account, []).append(live)
@@ -377,7 +377,7 @@ class Venue(OrderKeeping):
         price_text, quantity_text, venue = str(price), str(quantity), self.venue
         balances, positions, updates = self.risk.balances, self._positions, self.updates
         sides: tuple[tuple[Live, Liquidity, Decimal], ...] = (
-            (maker, "maker", instrument.maker_fee),
+            (maker, "maker", maker.instrument.maker_fee),  # each at the rates it was placed at
             (taker, "taker", instrument.taker_fee),
         )
         for live, liquidity, rate in sides:
@@ -435,6 +435,13 @@ class Venue(OrderKeeping):
         instrument = live.instrument
         fee = max(instrument.taker_fee, instrument.maker_fee, _ZERO)
         return EXACT.multiply(EXACT.multiply(price, quantity), EXACT.add(_ONE, fee))
+
+
+def _fees(record: Record, before: Fees) -> Fees:
+    """The fee rates a submit record's order was placed at; ``before``: those of a record
+    from before they were recorded."""
+    rates = record.get("fees")
+    return before if rates is None else Fees(Decimal(rates[0]), Decimal(rates[1]))
 
 
 def _self_trade(record: Record) -> SelfTrade:
