@@ -18,18 +18,17 @@ import asyncpg
 import httpx
 import pytest
 
-from cryptodesk.domain.interval import Interval
 from cryptodesk.domain.market import Candle, Trade
 from tests.e2e.conftest import Server, base_env, run_cli, start_server, wait_for
+from tests.e2e.test_effectively_once import SETTINGS as TIMELINE
 from tests.e2e.test_effectively_once import (
-    GRACE_MS,
     count_candles,
     create_database,
     key,
     read,
     same_candle,
+    same_timeline,
 )
-from tests.e2e.test_effectively_once import SETTINGS as TIMELINE
 from tests.servers import (
     RESUMERS,
     Servers,
@@ -173,22 +172,4 @@ def test_postgres_restart_loses_and_duplicates_nothing(
     for c in before:  # nothing stored before the outage was lost or changed
         assert same_candle(after[key(c)], c), c
 
-    trades_a, candles_a = uninterrupted
-    horizon = min(trades_a[-1].ts, trades_b[-1].ts)
-    common_a = [t for t in trades_a if t.ts <= horizon]
-    common_b = [t for t in trades_b if t.ts <= horizon]
-    assert len(common_a) == len(common_b)
-    assert common_a == common_b
-
-    by_key_a = {key(c): c for c in candles_a}
-    by_key_b = {key(c): c for c in candles_b}
-    settled = [
-        k
-        for k in by_key_a.keys() | by_key_b.keys()
-        if k[3] + Interval.parse(k[2]).ms + GRACE_MS < horizon
-    ]
-    assert len(settled) > 40
-    for k in settled:
-        assert k in by_key_a, k
-        assert k in by_key_b, k
-        assert same_candle(by_key_a[k], by_key_b[k]), k
+    same_timeline(uninterrupted, (trades_b, candles_b), min_settled=40)

@@ -31,17 +31,14 @@ import redis
 from cryptodesk.adapters.db.engine import create_engine
 from cryptodesk.adapters.db.sql_store import SqlMarketStore
 from cryptodesk.domain import codec
-from cryptodesk.domain.interval import Interval
 from cryptodesk.domain.market import Candle
 from cryptodesk.services import cache_keys
 from tests.e2e.conftest import Server, wait_for
 from tests.e2e.test_effectively_once import (
-    GRACE_MS,
     SETTINGS,
     count_candles,
-    key,
     read,
-    same_candle,
+    same_timeline,
 )
 from tests.servers import RESUMERS, STOPPERS, Servers, own_server
 
@@ -142,27 +139,7 @@ def test_bus_outage_loses_and_duplicates_nothing(
         assert server.stop(signal.SIGTERM) == 0, server.logs()
         runs[tag] = read(url)
 
-    (trades_a, candles_a), (trades_b, candles_b) = runs["uninterrupted"], runs["outage"]
-    assert trades_a
-    assert trades_b
-    horizon = min(trades_a[-1].ts, trades_b[-1].ts)
-    common_a = [t for t in trades_a if t.ts <= horizon]
-    common_b = [t for t in trades_b if t.ts <= horizon]
-    assert len(common_a) == len(common_b)
-    assert common_a == common_b
-
-    by_key_a = {key(c): c for c in candles_a}
-    by_key_b = {key(c): c for c in candles_b}
-    settled = [
-        k
-        for k in by_key_a.keys() | by_key_b.keys()
-        if k[3] + Interval.parse(k[2]).ms + GRACE_MS < horizon
-    ]
-    assert len(settled) > 20
-    for k in settled:
-        assert k in by_key_a, k
-        assert k in by_key_b, k
-        assert same_candle(by_key_a[k], by_key_b[k]), k
+    same_timeline(runs["uninterrupted"], runs["outage"], min_settled=20)
 
 
 # ---- B: Redis as the cache only ----------------------------------------------------------
