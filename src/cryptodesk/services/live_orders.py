@@ -37,6 +37,7 @@ from cryptodesk.services.live_blotter import (
 )
 from cryptodesk.services.live_risk import admit
 from cryptodesk.services.market_queries import Unavailable
+from cryptodesk.services.order_queries import known as known_order
 from cryptodesk.services.order_service import OrderNotFound, Placed
 from cryptodesk.services.trade_booking import (
     LiveLedger,
@@ -124,7 +125,7 @@ class LiveOrders:
         async with service.lock(tenant):
             state = await self._settled(service, tenant, key)
             for attempt in (1, 2):
-                known = _known(state, request)
+                known = known_order(state, request)
                 if known is not None:
                     return Placed(known, new=False)
                 try:
@@ -394,14 +395,6 @@ async def _cancel(venue: LiveVenue, order_id: str, reason: str) -> None:
     learnt = sum((f.quantity for f in venue.fills() if f.order_id == order_id), Decimal(0))
     if learnt < venue.state.orders[order_id].filled:  # a cancel answer carries no trades
         await venue.reconcile()
-
-
-def _known(state: TenantState, request: OrderRequest) -> Order | None:
-    """The order ``request.client_order_id`` named before, on any venue."""
-    if request.client_order_id is None:
-        return None
-    found = _blotter(state).known(request.account, request.client_order_id)
-    return found or state.manager.known_client_id(request.account, request.client_order_id)
 
 
 def _blotter(state: TenantState) -> LiveBlotter:

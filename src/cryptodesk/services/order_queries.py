@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from cryptodesk.domain.orders import Fill, OrderStatus
+from cryptodesk.domain.orders import Fill, OrderRequest, OrderStatus
 from cryptodesk.trading.instruments import Instrument
 from cryptodesk.trading.oms import OrderManager
 from cryptodesk.trading.order_log import Record
@@ -164,6 +164,15 @@ class OrderQueries:
         return {"symbol": symbol, "sequence": engine.seq, "bids": levels(instrument, bids),
                 "asks": levels(instrument, asks),
                 "last_price": None if last is None else str(last)}  # fmt: skip
+
+
+def known(state: TenantState, request: OrderRequest) -> Order | None:
+    """The order ``request.client_order_id`` named before, on any venue."""
+    if request.client_order_id is None:
+        return None
+    account, client_id = request.account, request.client_order_id
+    found = None if state.live is None else state.live.known(account, client_id)
+    return found or state.manager.known_client_id(account, client_id)
 
 
 def note(state: TenantState, record: Record) -> None:

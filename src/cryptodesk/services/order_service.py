@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -54,17 +54,18 @@ from cryptodesk.services.order_queries import (
     OrderQueries,
     PendingLog,
     TenantState,
+    known,
     note,
     owner,
 )
 from cryptodesk.trading.balances import Balances
 from cryptodesk.trading.errors import OrderRejected
-from cryptodesk.trading.instruments import TICK_SIZE, Fees, Instrument, plain
+from cryptodesk.trading.instruments import TICK_SIZE, Fees, Instrument
 from cryptodesk.trading.matching import SelfTrade
 from cryptodesk.trading.oms import OrderManager
 from cryptodesk.trading.order_log import Record
 from cryptodesk.trading.order_state import Order, order_dict
-from cryptodesk.trading.pretrade import PreTradeRisk, RiskLimits
+from cryptodesk.trading.pretrade import PreTradeRisk, RiskLimits, rate_limited
 
 if TYPE_CHECKING:
     from cryptodesk.services.live_orders import LiveOrders
@@ -292,9 +293,7 @@ class OrderService(OrderQueries):
 
     async def refuse(self, tenant: str, request: OrderRequest, error: OrderRejected) -> Placed:
         """A refused order, as the order manager reports one: published, never kept."""
-        order = replace(Order.from_request(request, order_id="", status="rejected",
-                                           ts=self._clock()),
-                        reject_rule=error.rule, reject_reason=error.message)  # fmt: skip
+        order = Order.rejected(request, error, self._clock())
         await self.publish(tenant, [{"event": "order", **order_dict(order)}])
         return Placed(order, new=True)
 
@@ -334,26 +333,21 @@ class OrderService(OrderQueries):
         process (the limiter's, in Redis) instead of one per process: a token is taken
         before the order reaches its venue, and an empty bucket refuses it (``rate_limit``).
         A repeated client order id is answered first and takes no token."""
-        rate = self._symbol_limits(request.symbol).submit_rate
+        limits = self._symbol_limits(request.symbol)
+        rate = limits.submit_rate
         if self._rate_limiter is None or rate is None:
             return None
         if request.client_order_id is not None:
             async with self._lock(tenant):
                 state = await self._current(tenant)
-            account, client_id = request.account, request.client_order_id
-            known = state.manager.known_client_id(account, client_id)
-            if known is None and state.live is not None:
-                known = state.live.known(account, client_id)
-            if known is not None:
-                return Placed(known, new=False)
-        burst = self._symbol_limits(request.symbol).submit_burst or max(1, int(rate))
-        decision = await self._rate_limiter.hit(f"{tenant}:{request.account}",
-                                                Tier("orders", float(rate), burst))  # fmt: skip
+            found = known(state, request)
+            if found is not None:
+                return Placed(found, new=False)
+        tier = Tier("orders", float(rate), limits.submit_bucket())
+        decision = await self._rate_limiter.hit(f"{tenant}:{request.account}", tier)
         if decision.allowed:
             return None
-        return await self.refuse(tenant, request, OrderRejected(
-            "rate_limit", f"account {request.account} may submit {plain(rate)} orders per "
-            "second", field="account"))  # fmt: skip
+        return await self.refuse(tenant, request, rate_limited(request.account, rate))
 
     def _lock(self, tenant: str) -> asyncio.Lock:
         lock = self._locks.get(tenant)

@@ -112,8 +112,7 @@ class OrderManager(Venue):
             else:
                 record = self._admit_paper(request, order_id, ts)
         except OrderRejected as error:
-            rejected = replace(Order.from_request(request, order_id="", status="rejected", ts=ts),
-                               reject_rule=error.rule, reject_reason=error.message)  # fmt: skip
+            rejected = Order.rejected(request, error, ts)
             self.updates.append({"event": "order", **order_dict(rejected)})
             return rejected
         try:

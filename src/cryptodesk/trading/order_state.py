@@ -15,7 +15,7 @@ says why an order was cancelled or expired (``client``, ``self_trade``,
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal, localcontext
 from typing import Any, Final, Protocol
 
@@ -28,6 +28,7 @@ from cryptodesk.domain.orders import (
     Side,
     TimeInForce,
 )
+from cryptodesk.trading.errors import OrderRejected
 from cryptodesk.trading.instruments import EXACT
 
 _ZERO = Decimal(0)
@@ -100,6 +101,12 @@ class Order:
             updated_ts=ts,
             venue=request.venue,
         )
+
+    @classmethod
+    def rejected(cls, request: OrderRequest, error: OrderRejected, ts: int) -> Order:
+        """A refused order (never kept): no id, and the rule and reason it broke."""
+        return replace(cls.from_request(request, order_id="", status="rejected", ts=ts),
+                       reject_rule=error.rule, reject_reason=error.message)  # fmt: skip
 
 
 def check_transition(order: Order | OrderRecord, status: OrderStatus) -> None:

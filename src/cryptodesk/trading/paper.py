@@ -327,8 +327,7 @@ class PaperVenue(OrderKeeping):
             if amount > _ZERO:  # a market buy meeting an empty side holds nothing
                 self.balances.reserve(order_id, asset, amount, account=request.account)
         except OrderRejected as exc:
-            return replace(Order.from_request(request, order_id="", status="rejected", ts=ts),
-                           reject_rule=exc.rule, reject_reason=exc.message)  # fmt: skip
+            return Order.rejected(request, exc, ts)
         self._order_seq += 1
         return self.apply_submit(request, order_id, ts, walk, (asset, amount))
 

@@ -59,6 +59,11 @@ class RiskLimits:
     submit_burst: int | None = None
     market_slippage: Decimal = Decimal("0.05")
 
+    def submit_bucket(self) -> int:
+        """The submit rate's bucket size: ``submit_burst``, else the rate (at least 1)."""
+        rate = self.submit_rate or _ZERO
+        return self.submit_burst or max(1, int(rate))
+
 
 class OpenOrder(Protocol):
     """What the risk engine needs to know of a resting order."""
@@ -245,19 +250,21 @@ class PreTradeRisk:
         rate = limits.submit_rate
         if rate is None:
             return
-        burst = Decimal(limits.submit_burst or max(1, int(rate)))
+        burst = Decimal(limits.submit_bucket())
         now = self._clock()
         tokens, then = self._buckets.get(account, (burst, now))
         with localcontext(EXACT):
             tokens = min(burst, tokens + rate * max(0, now - then) / 1000)
             if tokens < _ONE:
                 self._buckets[account] = (tokens, now)
-                raise OrderRejected(
-                    "rate_limit",
-                    f"account {account} may submit {plain(rate)} orders per second",
-                    field="account",
-                )
+                raise rate_limited(account, rate)
             self._buckets[account] = (tokens - _ONE, now)
+
+
+def rate_limited(account: str, rate: Decimal) -> OrderRejected:
+    """The refusal of an order over its account's submit rate."""
+    return OrderRejected("rate_limit", f"account {account} may submit {plain(rate)} orders "
+                         "per second", field="account")  # fmt: skip
 
 
 def _check_limits(
